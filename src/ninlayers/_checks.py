@@ -1,0 +1,103 @@
+"""Argument checks shared by the public constructors.
+
+Every check raises `ValueError` whose message names the argument, says what was
+expected and ends with what was received, as Keras does.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import keras
+
+_PADDINGS = ("same", "valid")
+_DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def positive_int(name: str, value: Any) -> int:
+    """Returns `value` as an `int`, or raises if it is not an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    """Returns `value` as an `int`, or raises if it is not an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(
+            f"`{name}` must be a non-negative integer. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def pair(name: str, value: Any) -> tuple[int, int]:
+    """Returns a positive int or a pair of them as a 2-tuple of ints."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(
+                f"`{name}` must be a positive integer or a tuple of 2 positive "
+                f"integers. Received: {name}={value!r}"
+            )
+        try:
+            return (positive_int(name, value[0]), positive_int(name, value[1]))
+        except ValueError:
+            raise ValueError(
+                f"`{name}` must be a positive integer or a tuple of 2 positive "
+                f"integers. Received: {name}={value!r}"
+            ) from None
+    try:
+        size = positive_int(name, value)
+    except ValueError:
+        raise ValueError(
+            f"`{name}` must be a positive integer or a tuple of 2 positive "
+            f"integers. Received: {name}={value!r}"
+        ) from None
+    return (size, size)
+
+
+def rate(name: str, value: Any) -> float:
+    """Returns a float in [0, 1), or raises."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) < 1.0
+    ):
+        raise ValueError(
+            f"`{name}` must be a number in [0, 1). Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def padding(value: Any) -> str:
+    """Returns the padding in lower case, or raises if it is unknown."""
+    if not isinstance(value, str) or value.lower() not in _PADDINGS:
+        raise ValueError(
+            f"`padding` must be one of 'same' or 'valid'. Received: padding={value!r}"
+        )
+    return value.lower()
+
+
+def data_format(value: Any) -> str:
+    """Returns the data format, Keras's default for `None`, or raises."""
+    if value is None:
+        return keras.config.image_data_format()
+    if not isinstance(value, str) or value.lower() not in _DATA_FORMATS:
+        raise ValueError(
+            "`data_format` must be one of 'channels_last', 'channels_first' "
+            f"or None. Received: data_format={value!r}"
+        )
+    return value.lower()
+
+
+def activation(name: str, value: Any):
+    """Returns the Keras activation function for `value`, or raises."""
+    try:
+        return keras.activations.get(value)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"`{name}` must be the name of a Keras activation (such as "
+            f"'relu') or a callable. Received: {name}={value!r}"
+        ) from None

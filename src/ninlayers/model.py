@@ -1,0 +1,551 @@
+"""The NiN model: architecture specs, the network, and its training step."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from ninlayers import _checks, runtime
+from ninlayers.layers import NiNBlock, NiNClassifierHead
+
+__all__ = ["ARCHITECTURES", "BlockSpec", "NiN", "minimum_input_size"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+    """One stage of the NiN trunk: a `NiNBlock`, max pooling, dropout.
+
+    Args:
+        filters: int. Channels of the block.
+        kernel_size: int. Size of the block's first convolution.
+        strides: int. Strides of the block's first convolution. Defaults to 1.
+        padding: str. Padding of the block's first convolution.
+            Defaults to `"same"`.
+        pool_size: int or `None`. Max pooling window after the block (valid
+            padding); `None` for no pooling. Defaults to `3`.
+        pool_strides: int. Strides of the pooling. Defaults to `2`.
+        dropout: float. Dropout rate after the pooling. Defaults to `0.0`.
+
+    Example:
+
+    >>> BlockSpec(96, 11, strides=4, padding="valid").to_config()["strides"]
+    4
+    """
+
+    filters: int
+    kernel_size: int
+    strides: int = 1
+    padding: str = "same"
+    pool_size: int | None = 3
+    pool_strides: int = 2
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _checks.positive_int("filters", self.filters)
+        _checks.positive_int("kernel_size", self.kernel_size)
+        _checks.positive_int("strides", self.strides)
+        _checks.padding(self.padding)
+        if self.pool_size is not None:
+            _checks.positive_int("pool_size", self.pool_size)
+        _checks.positive_int("pool_strides", self.pool_strides)
+        _checks.rate("dropout", self.dropout)
+
+    def to_config(self) -> dict[str, Any]:
+        """Returns the spec as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config: Any) -> BlockSpec:
+        """Builds a spec from a `BlockSpec`, a dict of its fields or a tuple.
+
+        Raises:
+            ValueError: if the spec is malformed.
+        """
+        if isinstance(config, BlockSpec):
+            return config
+        if isinstance(config, Mapping):
+            unknown = set(config) - {f.name for f in dataclasses.fields(cls)}
+            if unknown:
+                raise ValueError(
+                    f"Unknown block spec keys {sorted(unknown)}; expected "
+                    f"{[f.name for f in dataclasses.fields(cls)]}. "
+                    f"Received: {dict(config)!r}"
+                )
+            if "filters" not in config or "kernel_size" not in config:
+                raise ValueError(
+                    "A block spec needs at least `filters` and `kernel_size`. "
+                    f"Received: {dict(config)!r}"
+                )
+            return cls(**config)
+        if isinstance(config, (list, tuple)) and 2 <= len(config) <= 7:
+            return cls(*config)
+        raise ValueError(
+            "A block spec must be a BlockSpec, a dict of its fields or a tuple "
+            f"(filters, kernel_size, ...). Received: {config!r}"
+        )
+
+
+_POOL = {"pool_size": 3, "pool_strides": 2}
+
+#: Named architectures: trunk specs, head kernel size, default input shape.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    # The seed's Fashion-MNIST network: 1,588,198 parameters with 10 classes.
+    "fashion_mnist": {
+        "blocks": (
+            BlockSpec(96, 3, **_POOL),
+            BlockSpec(256, 3, **_POOL),
+            BlockSpec(384, 3, **_POOL),
+        ),
+        "head_kernel_size": 3,
+        "input_shape": (28, 28, 1),
+    },
+    # The paper's ImageNet-style network, as in d2l's NiN chapter.
+    "imagenet": {
+        "blocks": (
+            BlockSpec(96, 11, strides=4, padding="valid", **_POOL),
+            BlockSpec(256, 5, **_POOL),
+            BlockSpec(384, 3, dropout=0.5, **_POOL),
+        ),
+        "head_kernel_size": 3,
+        "input_shape": (224, 224, 3),
+    },
+}
+
+
+def _resolve_blocks(architecture: str | Sequence[Any]) -> tuple[BlockSpec, ...]:
+    if isinstance(architecture, str):
+        if architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"`architecture` must be one of {sorted(ARCHITECTURES)} or a "
+                f"list of block specs. Received: architecture={architecture!r}"
+            )
+        return ARCHITECTURES[architecture]["blocks"]
+    if not isinstance(architecture, Sequence) or not architecture:
+        raise ValueError(
+            "`architecture` must be a non-empty list of block specs or one of "
+            f"{sorted(ARCHITECTURES)}. Received: architecture={architecture!r}"
+        )
+    return tuple(BlockSpec.from_config(spec) for spec in architecture)
+
+
+def minimum_input_size(
+    architecture: str | Sequence[Any] = "fashion_mnist",
+) -> int:
+    """Returns the smallest height (and width) the architecture accepts.
+
+    Works backwards from a 1x1 class map through every convolution and
+    pooling: a valid window of size `k` and stride `s` needs `(n - 1) * s + k`
+    inputs to give `n` outputs, a "same" convolution `(n - 1) * s + 1`.
+
+    Args:
+        architecture: str or list of block specs. Defaults to
+            `"fashion_mnist"`.
+
+    Returns:
+        int.
+
+    Example:
+
+    >>> minimum_input_size("fashion_mnist")
+    15
+    >>> minimum_input_size("imagenet")
+    63
+    """
+    # The head's "same" convolution keeps the size: it needs 1 pixel.
+    size = 1
+    for spec in reversed(_resolve_blocks(architecture)):
+        if spec.pool_size is not None:
+            size = (size - 1) * spec.pool_strides + spec.pool_size
+        if spec.padding == "valid":
+            size = (size - 1) * spec.strides + spec.kernel_size
+        else:
+            size = (size - 1) * spec.strides + 1
+    return size
+
+
+@keras.saving.register_keras_serializable(package="ninlayers")
+class NiN(keras.Model):
+    """Network in Network: NiN blocks, max pooling, and a dense-free head.
+
+    A functional Keras model built from `NiNBlock` stages (each followed by
+    3x3/2 max pooling and optional dropout) and a `NiNClassifierHead` with
+    `num_classes` channels, global average pooling and softmax. There are no
+    dense layers, so the parameter count does not depend on the input size,
+    and the head's class maps show where each class was seen.
+
+    The default is the seed's Fashion-MNIST network (blocks of 96, 256 and 384
+    filters, 3x3; 1,588,198 parameters); `architecture="imagenet"` gives the
+    paper's 224x224 network (11x11/4, 5x5, 3x3, dropout 0.5).
+
+    Training uses an overridden `train_step` (optional clipping by global
+    norm, a `gradient_norm` metric, correct losses under `tf.distribute`).
+    `compile()` has defaults that train a classifier as is: Adam, sparse
+    categorical cross-entropy, accuracy, and XLA where it is faster.
+
+    Args:
+        num_classes: int. Number of classes. Defaults to `10`.
+        input_shape: tuple of 3 ints (spatial ones may be `None`) or `None`.
+            `None` takes the architecture's shape: `(28, 28, 1)` for the
+            default, `(224, 224, 3)` for `"imagenet"`. Defaults to `None`.
+        architecture: str or list of `BlockSpec` (or dicts of their fields).
+            One of `ARCHITECTURES` or the trunk's stages. Defaults to
+            `"fashion_mnist"`.
+        head_kernel_size: int. Kernel size of the head's first convolution.
+            Defaults to `3`.
+        num_mlp_layers: int. 1x1 convolutions per block. Defaults to `2`.
+        activation: str. Activation in every block. Defaults to `"relu"`.
+        use_batch_norm: bool. Batch norm after every convolution (TensorFlow's
+            fused kernel). Defaults to `False`.
+        include_head: bool. `False` gives the trunk alone, a feature extractor
+            ending at the last stage's feature map. Defaults to `True`.
+        output_activation: str or `None`. `"softmax"` or `None` for logits.
+            Defaults to `"softmax"`.
+        gradient_clip_norm: float or `None`. Clip gradients to this global
+            norm in `train_step`. Defaults to `None`.
+        precision: str. `"auto"` (the fastest safe choice for this device, see
+            `ninlayers.runtime.resolve_precision`), `"float32"`,
+            `"mixed_bfloat16"` or `"mixed_float16"`. A `dtype` argument
+            overrides it. Defaults to `"auto"`.
+        name: str. Defaults to `"nin"`.
+        **kwargs: Base model arguments (`dtype`, `trainable`).
+
+    Example:
+
+    >>> model = NiN()
+    >>> model.count_params()
+    1588198
+    >>> model.output_shape
+    (None, 10)
+    >>> NiN(input_shape=(64, 64, 1)).count_params()
+    1588198
+
+    References:
+        Lin, Chen and Yan, "Network In Network", ICLR 2014 (arXiv:1312.4400).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        input_shape: Sequence[int | None] | None = None,
+        architecture: str | Sequence[Any] = "fashion_mnist",
+        head_kernel_size: int = 3,
+        num_mlp_layers: int = 2,
+        activation: str = "relu",
+        use_batch_norm: bool = False,
+        include_head: bool = True,
+        output_activation: str | None = "softmax",
+        gradient_clip_norm: float | None = None,
+        precision: str = "auto",
+        name: str = "nin",
+        **kwargs: Any,
+    ) -> None:
+        # === Arguments ===
+        num_classes = _checks.positive_int("num_classes", num_classes)
+        blocks = _resolve_blocks(architecture)
+        head_kernel_size = _checks.positive_int("head_kernel_size", head_kernel_size)
+        if input_shape is None:
+            preset = (
+                ARCHITECTURES.get(architecture)
+                if isinstance(architecture, str)
+                else None
+            )
+            input_shape = preset["input_shape"] if preset else (28, 28, 1)
+        input_shape = _check_input_shape(input_shape, blocks)
+        if gradient_clip_norm is not None and not (
+            isinstance(gradient_clip_norm, (int, float))
+            and not isinstance(gradient_clip_norm, bool)
+            and gradient_clip_norm > 0
+            and math.isfinite(gradient_clip_norm)
+        ):
+            raise ValueError(
+                "`gradient_clip_norm` must be a positive number or None. "
+                f"Received: gradient_clip_norm={gradient_clip_norm!r}"
+            )
+        explicit_dtype = kwargs.pop("dtype", None)
+        policy = keras.dtype_policies.get(
+            explicit_dtype or runtime.resolve_precision(precision)
+        )
+
+        # === Layers ===
+        self.stages = []
+        for index, spec in enumerate(blocks):
+            stage = [
+                NiNBlock(
+                    spec.filters,
+                    spec.kernel_size,
+                    strides=spec.strides,
+                    padding=spec.padding,
+                    num_mlp_layers=num_mlp_layers,
+                    activation=activation,
+                    use_batch_norm=use_batch_norm,
+                    name=f"block{index + 1}",
+                    dtype=policy,
+                )
+            ]
+            if spec.pool_size is not None:
+                stage.append(
+                    keras.layers.MaxPooling2D(
+                        spec.pool_size,
+                        spec.pool_strides,
+                        name=f"pool{index + 1}",
+                        dtype=policy,
+                    )
+                )
+            if spec.dropout:
+                stage.append(
+                    keras.layers.Dropout(
+                        spec.dropout, name=f"dropout{index + 1}", dtype=policy
+                    )
+                )
+            self.stages.append(stage)
+        self.head = (
+            NiNClassifierHead(
+                num_classes,
+                head_kernel_size,
+                num_mlp_layers=num_mlp_layers,
+                activation=activation,
+                use_batch_norm=use_batch_norm,
+                output_activation=output_activation,
+                name="head",
+                dtype=policy,
+            )
+            if include_head
+            else None
+        )
+
+        # === Functional model ===
+        inputs = keras.Input(shape=input_shape, name="images")
+        x = inputs
+        for stage in self.stages:
+            for layer in stage:
+                x = layer(x)
+        outputs = self.head(x) if self.head is not None else x
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        # Functional models ignore `dtype`; compile() reads the policy to add
+        # loss scaling under mixed_float16.
+        self.dtype_policy = policy
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.architecture = (
+            architecture
+            if isinstance(architecture, str)
+            else [spec.to_config() for spec in blocks]
+        )
+        self.head_kernel_size = head_kernel_size
+        self.num_mlp_layers = num_mlp_layers
+        self.activation = activation
+        self.use_batch_norm = bool(use_batch_norm)
+        self.include_head = bool(include_head)
+        self.output_activation = output_activation
+        self.gradient_clip_norm = gradient_clip_norm
+        self.precision = precision
+        self._explicit_dtype = explicit_dtype is not None
+        self.minimum_input_size = minimum_input_size(blocks)
+        self.gradient_norm_tracker = keras.metrics.Mean(name="gradient_norm")
+
+    # --- Features and head, as timm splits them ---
+
+    def forward_features(self, images, training: bool | None = None):
+        """Runs the trunk: every stage, without the head.
+
+        Args:
+            images: 4D tensor of images.
+            training: bool or `None`. Training mode (dropout, batch norm).
+
+        Returns:
+            4D tensor, the feature map the head classifies.
+        """
+        x = images
+        for stage in self.stages:
+            for layer in stage:
+                x = layer(x, training=training)
+        return x
+
+    def forward_head(self, features, training: bool | None = None):
+        """Runs the head on a feature map from `forward_features`.
+
+        Returns:
+            2D tensor of class probabilities (or logits).
+
+        Raises:
+            ValueError: if the model was built with `include_head=False`.
+        """
+        if self.head is None:
+            raise ValueError(
+                "This NiN was built with include_head=False and has no head. "
+                "Received: include_head=False"
+            )
+        return self.head(features, training=training)
+
+    # --- Training ---
+
+    def compile(
+        self,
+        optimizer: str | keras.optimizers.Optimizer = "adam",
+        loss: Any = "auto",
+        metrics: Any = "auto",
+        jit_compile: bool | str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        """Configures training, with defaults that train the classifier.
+
+        Args:
+            optimizer: str or optimizer. Defaults to `"adam"`.
+            loss: loss or `"auto"`: sparse categorical cross-entropy, from
+                logits when `output_activation` is `None`.
+            metrics: list or `"auto"`: `["accuracy"]`.
+            jit_compile: bool or `"auto"`: XLA on where a GPU is visible, off
+                on CPU (see `ninlayers.runtime.resolve_jit_compile`).
+            **kwargs: Other arguments of `keras.Model.compile`.
+        """
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(
+                from_logits=self.output_activation is None
+            )
+        if metrics == "auto":
+            metrics = ["accuracy"]
+        super().compile(
+            optimizer=optimizer,
+            loss=loss,
+            metrics=metrics,
+            jit_compile=runtime.resolve_jit_compile(jit_compile),
+            **kwargs,
+        )
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Compiles the model from a saved compile config (when loading)."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def train_step(self, data):
+        """One training step: forward, loss, gradients, clipping, update.
+
+        Logs the loss as the true mean over the global batch (under
+        `tf.distribute`, `compute_loss` divides it by the replica count for
+        the gradient sum; the log multiplies that back), the compiled metrics
+        and `gradient_norm`, the global norm of the gradients before clipping.
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(
+                x=x,
+                y=y,
+                y_pred=y_pred,
+                sample_weight=sample_weight,
+                training=True,
+            )
+            scaled_loss = self.optimizer.scale_loss(loss)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # Keras's own loss tracker, so `loss` appears in the logs as usual.
+        self._loss_tracker.update_state(
+            loss * replicas, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+        )
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        gradients = self._clip_gradients(gradients, replicas)
+        self.optimizer.apply(gradients, variables)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _clip_gradients(self, gradients, replicas: int):
+        """Records the global gradient norm and clips to it when asked.
+
+        Under `tf.distribute` each replica holds its part of the gradient, so
+        the norm is taken after an all-reduce; the reduced gradients are then
+        divided by the replica count, since the optimizer sums them again.
+        """
+        if replicas > 1:
+            gradients = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, gradients
+            )
+        loss_scale = getattr(self.optimizer, "dynamic_scale", None)
+        unscaled = (
+            gradients
+            if loss_scale is None
+            else [g / tf.cast(loss_scale, g.dtype) for g in gradients]
+        )
+        norm = tf.linalg.global_norm(unscaled)
+        self.gradient_norm_tracker.update_state(norm)
+        if self.gradient_clip_norm is not None:
+            unscaled, _ = tf.clip_by_global_norm(
+                unscaled, self.gradient_clip_norm, use_norm=norm
+            )
+            gradients = (
+                unscaled
+                if loss_scale is None
+                else [g * tf.cast(loss_scale, g.dtype) for g in unscaled]
+            )
+        if replicas > 1:
+            gradients = [g / replicas for g in gradients]
+        return gradients
+
+    # --- Checks and config ---
+
+    def call(self, inputs, training=None, mask=None):
+        _check_spatial_size(inputs.shape, self.minimum_input_size)
+        return super().call(inputs, training=training, mask=mask)
+
+    def get_config(self) -> dict[str, Any]:
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape[1:]),
+            "architecture": self.architecture,
+            "head_kernel_size": self.head_kernel_size,
+            "num_mlp_layers": self.num_mlp_layers,
+            "activation": self.activation,
+            "use_batch_norm": self.use_batch_norm,
+            "include_head": self.include_head,
+            "output_activation": self.output_activation,
+            "gradient_clip_norm": self.gradient_clip_norm,
+            "precision": self.precision,
+        }
+        if self._explicit_dtype:
+            config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> NiN:
+        return cls(**config)
+
+
+def _check_input_shape(
+    input_shape: Any, blocks: Sequence[BlockSpec]
+) -> tuple[int | None, ...]:
+    if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels), with height and "
+            f"width possibly None. Received: input_shape={input_shape!r}"
+        )
+    height, width, channels = input_shape
+    for axis, size in (("height", height), ("width", width)):
+        if size is not None:
+            _checks.positive_int(f"input_shape {axis}", size)
+    _checks.positive_int("input_shape channels", channels)
+    _check_spatial_size((None, height, width, channels), minimum_input_size(blocks))
+    return (height, width, channels)
+
+
+def _check_spatial_size(shape: Sequence[Any], minimum: int) -> None:
+    if len(shape) != 4:
+        raise ValueError(
+            "NiN expects images of rank 4 (batch, height, width, channels). "
+            f"Received: input shape {tuple(shape)}"
+        )
+    for size in shape[1:3]:
+        if size is not None and size < minimum:
+            raise ValueError(
+                f"NiN's architecture needs inputs of at least "
+                f"{minimum}x{minimum} pixels: smaller ones vanish in its "
+                "convolutions and 3x3/2 max pooling before reaching the head. "
+                f"Received: input shape {tuple(shape)}"
+            )
