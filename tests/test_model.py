@@ -1,0 +1,432 @@
+"""Tests of the NiN model: architecture, shapes, training step, XLA."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import SMALL
+from helpers import run_python
+from ninlayers import ARCHITECTURES, BlockSpec, NiN, minimum_input_size
+
+
+def trunk_params(c_in, blocks, mlp=2):
+    """The paper's count, block by block: k*k*c_in*f + f + mlp*(f*f + f)."""
+    total = 0
+    for filters, kernel in blocks:
+        total += kernel * kernel * c_in * filters + filters
+        total += mlp * (filters * filters + filters)
+        c_in = filters
+    return total
+
+
+def nin_params(c_in, blocks, num_classes, head_kernel=3, mlp=2):
+    """Trunk plus the head, a block with `num_classes` filters."""
+    c_last = blocks[-1][0] if blocks else c_in
+    head = trunk_params(c_last, [(num_classes, head_kernel)], mlp)
+    return trunk_params(c_in, blocks, mlp) + head
+
+
+def spatial(size, specs):
+    """Hand-written forward size through convs and 3x3/2 valid pooling."""
+    for spec in specs:
+        if spec.padding == "same":
+            size = -(-size // spec.strides)
+        else:
+            size = (size - spec.kernel_size) // spec.strides + 1
+        if spec.pool_size:
+            size = (size - spec.pool_size) // spec.pool_strides + 1
+    return size
+
+
+def test_default_is_the_seed_network():
+    model = NiN(precision="float32")
+    assert model.count_params() == 1_588_198
+    assert model.count_params() == nin_params(1, [(96, 3), (256, 3), (384, 3)], 10)
+    assert model.input_shape == (None, 28, 28, 1)
+    assert model.output_shape == (None, 10)
+    assert model.minimum_input_size == 15
+    assert [layer.name for layer in model.layers] == [
+        "images",
+        "block1",
+        "pool1",
+        "block2",
+        "pool2",
+        "block3",
+        "pool3",
+        "head",
+    ]
+
+
+def test_imagenet_variant_is_one_argument_away():
+    model = NiN(architecture="imagenet", precision="float32")
+    assert model.input_shape == (None, 224, 224, 3)
+    assert model.count_params() == nin_params(3, [(96, 11), (256, 5), (384, 3)], 10)
+    block1 = model.get_layer("block1")
+    assert (block1.kernel_size, block1.strides, block1.padding) == (
+        (11, 11),
+        (4, 4),
+        "valid",
+    )
+    assert model.get_layer("dropout3").rate == 0.5
+    assert model.get_layer("head").input.shape[1:3] == (5, 5)
+
+
+@given(size=st.integers(15, 80), channels=st.integers(1, 3))
+def test_parameter_count_does_not_depend_on_input_size(size, channels):
+    model = NiN(input_shape=(size, size + 3, channels), precision="float32")
+    assert model.count_params() == nin_params(
+        channels, [(96, 3), (256, 3), (384, 3)], 10
+    )
+    specs = ARCHITECTURES["fashion_mnist"]["blocks"]
+    head_input = model.get_layer("head").input.shape
+    assert head_input[1:3] == (spatial(size, specs), spatial(size + 3, specs))
+
+
+def test_none_spatial_dims_accept_any_size_above_minimum():
+    model = NiN(input_shape=(None, None, 1), precision="float32")
+    assert model.count_params() == 1_588_198
+    for size in (15, 28, 41):
+        x = np.zeros((2, size, size, 1), "float32")
+        assert model.predict(x, verbose=0).shape == (2, 10)
+    with pytest.raises(ValueError, match="at least 15x15"):
+        model(np.zeros((1, 14, 20, 1), "float32"))
+
+
+@given(size=st.integers(1, 14))
+def test_input_below_minimum_is_refused_naming_it(size):
+    with pytest.raises(ValueError, match=r"at least 15x15 pixels.*Received"):
+        NiN(input_shape=(size, 28, 1), precision="float32")
+
+
+@st.composite
+def architectures(draw):
+    n = draw(st.integers(1, 3))
+    return [
+        BlockSpec(
+            filters=draw(st.integers(1, 12)),
+            kernel_size=draw(st.integers(1, 5)),
+            strides=draw(st.integers(1, 2)),
+            padding=draw(st.sampled_from(["same", "valid"])),
+            pool_size=draw(st.sampled_from([None, 2, 3])),
+            pool_strides=draw(st.integers(1, 2)),
+        )
+        for _ in range(n)
+    ]
+
+
+@given(
+    specs=architectures(),
+    num_classes=st.integers(1, 12),
+    extra=st.integers(0, 10),
+    include_head=st.booleans(),
+)
+def test_custom_architectures_shapes_params_and_config(
+    specs, num_classes, extra, include_head
+):
+    size = minimum_input_size(specs) + extra
+    model = NiN(
+        num_classes=num_classes,
+        input_shape=(size, size, 2),
+        architecture=specs,
+        include_head=include_head,
+        precision="float32",
+    )
+    blocks = [(s.filters, s.kernel_size) for s in specs]
+    if include_head:
+        assert model.count_params() == nin_params(2, blocks, num_classes)
+        assert model.output_shape == (None, num_classes)
+    else:
+        assert model.count_params() == trunk_params(2, blocks)
+        final = spatial(size, specs)
+        assert model.output_shape == (None, final, final, specs[-1].filters)
+    assert minimum_input_size(specs) >= 1
+    assert spatial(minimum_input_size(specs), specs) >= 1
+    assert spatial(minimum_input_size(specs) - 1, specs) < 1 or (
+        minimum_input_size(specs) == 1
+    )
+    config = json.loads(json.dumps(model.get_config()))
+    clone = NiN.from_config(config)
+    assert json.dumps(clone.get_config(), sort_keys=True) == json.dumps(
+        model.get_config(), sort_keys=True
+    )
+    assert clone.count_params() == model.count_params()
+
+
+def test_trunk_without_head_is_a_feature_extractor():
+    full = NiN(precision="float32")
+    trunk = NiN(include_head=False, precision="float32")
+    assert trunk.output_shape == (None, 2, 2, 384)
+    assert (
+        trunk.count_params()
+        == full.count_params() - full.get_layer("head").count_params()
+    )
+    x = np.random.default_rng(0).uniform(size=(2, 28, 28, 1)).astype("float32")
+    features = full.forward_features(x)
+    assert tuple(features.shape) == (2, 2, 2, 384)
+    np.testing.assert_allclose(
+        full.forward_head(features), full.predict(x, verbose=0), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="include_head=False"):
+        trunk.forward_head(features)
+
+
+def test_every_trainable_weight_gets_a_gradient():
+    model = NiN(
+        input_shape=(16, 16, 1),
+        architecture=SMALL,
+        use_batch_norm=True,
+        precision="float32",
+    )
+    x = np.random.default_rng(0).uniform(size=(4, 16, 16, 1)).astype("float32")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(x, training=True) * np.arange(10))
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert len(grads) == len(model.trainable_variables) > 0
+    for variable, grad in zip(model.trainable_variables, grads, strict=True):
+        assert grad is not None, variable.path
+        assert float(tf.reduce_sum(tf.abs(grad))) > 0, variable.path
+
+
+class _BuiltinStep(NiN):
+    """NiN with Keras's own train_step, to compare against."""
+
+    def train_step(self, data):
+        return keras.Model.train_step(self, data)
+
+
+def _pair(use_batch_norm=False, **kwargs):
+    models = []
+    for cls in (NiN, _BuiltinStep):
+        model = cls(
+            input_shape=(16, 16, 1),
+            architecture=SMALL,
+            use_batch_norm=use_batch_norm,
+            precision="float32",
+            **kwargs,
+        )
+        model.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=False)
+        models.append(model)
+    models[1].set_weights(models[0].get_weights())
+    return models
+
+
+def _data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.uniform(size=(n, 16, 16, 1)).astype("float32"),
+        rng.integers(0, 10, n),
+        rng.uniform(0.0, 2.0, n).astype("float32"),
+    )
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("use_batch_norm", [False, True])
+def test_train_step_equals_keras_builtin(weighted, use_batch_norm):
+    ours, builtin = _pair(use_batch_norm)
+    x, y, w = _data()
+    kwargs = {"sample_weight": w} if weighted else {}
+    h1 = ours.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, **kwargs)
+    h2 = builtin.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, **kwargs)
+    np.testing.assert_allclose(h1.history["loss"], h2.history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(
+        h1.history["accuracy"], h2.history["accuracy"], rtol=1e-6
+    )
+    for a, b in zip(ours.get_weights(), builtin.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert "gradient_norm" in h1.history
+
+
+def test_sample_weights_change_the_update():
+    x, y, w = _data()
+    a, _ = _pair()
+    b, _ = _pair()
+    b.set_weights(a.get_weights())
+    a.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    b.fit(x, y, sample_weight=w, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    assert any(
+        not np.allclose(p, q)
+        for p, q in zip(a.get_weights(), b.get_weights(), strict=True)
+    )
+
+
+def _hand_gradient_norm(model, x, y):
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    return float(tf.linalg.global_norm(grads))
+
+
+def test_gradient_norm_metric_and_clipping_by_global_norm():
+    x, y, _ = _data(16)
+    model = NiN(
+        input_shape=(16, 16, 1),
+        architecture=SMALL,
+        precision="float32",
+        gradient_clip_norm=1e-3,
+    )
+    model.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=False)
+    before = model.get_weights()
+    expected_norm = _hand_gradient_norm(model, x, y)
+    assert expected_norm > 1e-3
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    np.testing.assert_allclose(
+        history.history["gradient_norm"][0], expected_norm, rtol=1e-4
+    )
+    step = np.sqrt(
+        sum(
+            np.sum((a - b) ** 2)
+            for a, b in zip(model.get_weights(), before, strict=True)
+        )
+    )
+    np.testing.assert_allclose(step, 1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_xla_on_and_off_give_the_same_outputs(precision):
+    x, y, _ = _data(16)
+    results = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(1)
+        model = NiN(input_shape=(16, 16, 1), architecture=SMALL, precision=precision)
+        model.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=jit)
+        assert model.jit_compile is jit
+        history = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        results.append((history.history["loss"][0], model.predict(x, verbose=0)))
+    tolerance = 1e-4 if precision == "float32" else 3e-2
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=tolerance)
+    np.testing.assert_allclose(results[0][1], results[1][1], atol=tolerance)
+
+
+def test_compile_defaults_resolve_per_device():
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL)
+    model.compile()
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert model.jit_compile is has_gpu
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    logits = NiN(input_shape=(16, 16, 1), architecture=SMALL, output_activation=None)
+    logits.compile()
+    assert logits.loss.from_logits
+
+
+def test_mixed_float16_wraps_the_optimizer_in_loss_scaling():
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL, precision="mixed_float16")
+    model.compile(jit_compile=False)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    x, y, _ = _data(16)
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert np.isfinite(history.history["gradient_norm"][0])
+
+
+def shapes_task(n=256, size=16, seed=0):
+    """Four classes of shapes (bars, square, diagonal) at random places."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.uniform(0, 0.2, size=(n, size, size, 1)).astype("float32")
+    for i, label in enumerate(y):
+        r, c = rng.integers(0, size - 6, 2)
+        if label == 0:
+            x[i, r + 3, c : c + 6] = 1.0
+        elif label == 1:
+            x[i, r : r + 6, c + 3] = 1.0
+        elif label == 2:
+            x[i, r : r + 4, c : c + 4] = 1.0
+        else:
+            x[i, np.arange(6) + r, np.arange(6) + c] = 1.0
+    return x, y
+
+
+def test_short_fit_on_a_learnable_task_lowers_the_loss():
+    x, y = shapes_task()
+    model = NiN(
+        num_classes=4, input_shape=(16, 16, 1), architecture=SMALL, use_batch_norm=True
+    )
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = model.fit(x, y, batch_size=32, epochs=8, verbose=0)
+    assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
+    assert history.history["accuracy"][-1] > 0.8
+
+
+@pytest.mark.slow
+def test_train_step_under_mirrored_strategy_matches_one_device():
+    out = run_python(
+        """
+        import json
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras, numpy as np
+        from ninlayers import NiN
+        rng = np.random.default_rng(0)
+        x = rng.uniform(size=(64, 16, 16, 1)).astype("float32")
+        y = rng.integers(0, 10, 64)
+        arch = [{"filters": 8, "kernel_size": 3}, {"filters": 16, "kernel_size": 3}]
+        keras.utils.set_random_seed(0)
+        init = NiN(input_shape=(16, 16, 1), architecture=arch,
+                   precision="float32").get_weights()
+        results = {}
+        for name, strategy in [
+            ("one", tf.distribute.get_strategy()),
+            ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
+        ]:
+            with strategy.scope():
+                model = NiN(input_shape=(16, 16, 1), architecture=arch,
+                            precision="float32", gradient_clip_norm=0.05)
+                model.compile(optimizer=keras.optimizers.SGD(0.1),
+                              jit_compile=False)
+            model.set_weights(init)
+            h = model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
+            results[name] = {
+                "replicas": strategy.num_replicas_in_sync,
+                "history": h.history,
+                "weights": [w.tolist() for w in model.get_weights()],
+            }
+        print(json.dumps(results))
+        """
+    )
+    results = json.loads(out.strip().splitlines()[-1])
+    one, mirrored = results["one"], results["mirrored"]
+    assert (one["replicas"], mirrored["replicas"]) == (1, 2)
+    for key in ("loss", "accuracy", "gradient_norm"):
+        np.testing.assert_allclose(
+            mirrored["history"][key], one["history"][key], rtol=1e-4, atol=1e-5
+        )
+    assert 2.0 < one["history"]["loss"][0] < 2.6  # 10 random classes: ~ln 10
+    assert one["history"]["gradient_norm"][0] > 0.05  # so clipping was active
+    for a, b in zip(mirrored["weights"], one["weights"], strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"num_classes": 0}, "Received: num_classes=0"),
+        ({"architecture": "resnet"}, "architecture='resnet'"),
+        ({"architecture": []}, "architecture=[]"),
+        ({"architecture": [{"filters": 8}]}, "at least `filters` and `kernel_size`"),
+        ({"architecture": [{"filters": 8, "kernel_size": 3, "size": 2}]}, "'size'"),
+        ({"architecture": [(0, 3)]}, "Received: filters=0"),
+        ({"input_shape": (28, 28)}, "input_shape=(28, 28)"),
+        ({"input_shape": (28, 28, 0)}, "channels=0"),
+        ({"gradient_clip_norm": -1.0}, "gradient_clip_norm=-1.0"),
+        ({"precision": "float8"}, "precision='float8'"),
+    ],
+)
+def test_model_refuses_bad_arguments(kwargs, fragment):
+    with pytest.raises(ValueError) as info:
+        NiN(**kwargs)
+    assert fragment in str(info.value)
+
+
+def test_model_refuses_wrong_rank_and_channels():
+    model = NiN(precision="float32")
+    with pytest.raises(ValueError, match="rank 4"):
+        model(np.zeros((28, 28, 1), "float32"))
+    with pytest.raises(ValueError, match="expected axis -1 of input shape"):
+        model(np.zeros((1, 28, 28, 3), "float32"))

@@ -1,0 +1,162 @@
+"""Saving and loading `.keras` files, alone and inside users' models."""
+
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import SMALL
+from helpers import run_python
+from ninlayers import NiN, NiNBlock, NiNClassifierHead
+
+USER_MODULE = textwrap.dedent(
+    """
+    import keras
+    import ninlayers
+
+
+    @keras.saving.register_keras_serializable(package="user")
+    class Classifier(keras.Model):
+        '''A user's subclassed model built from ninlayers layers.'''
+
+        def __init__(self, num_classes=5, **kwargs):
+            super().__init__(**kwargs)
+            self.num_classes = num_classes
+            self.block = ninlayers.NiNBlock(8, 3, use_batch_norm=True)
+            self.pool = keras.layers.MaxPooling2D(2)
+            self.head = ninlayers.NiNClassifierHead(num_classes)
+
+        def call(self, x, training=None):
+            return self.head(self.pool(self.block(x, training=training)),
+                             training=training)
+
+        def get_config(self):
+            return {**super().get_config(), "num_classes": self.num_classes}
+    """
+)
+
+
+def sequential():
+    return keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            NiNBlock(8, 3, use_batch_norm=True),
+            keras.layers.MaxPooling2D(2),
+            NiNClassifierHead(5),
+        ]
+    )
+
+
+def functional():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = NiNBlock(8, 5, strides=2)(x)
+    outputs = NiNClassifierHead(5, output_activation=None)(x)
+    return keras.Model(inputs, outputs)
+
+
+def nin_inside_functional():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.RandomFlip()(inputs)
+    outputs = NiN(
+        num_classes=5, input_shape=(16, 16, 3), architecture=SMALL, use_batch_norm=True
+    )(x)
+    return keras.Model(inputs, outputs)
+
+
+def subclassed(tmp_path):
+    (tmp_path / "usermodels.py").write_text(USER_MODULE)
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module("usermodels")
+    finally:
+        sys.path.remove(str(tmp_path))
+    return module.Classifier(5)
+
+
+BUILDERS = {
+    "nin": lambda tmp: NiN(
+        num_classes=5, input_shape=(16, 16, 3), architecture=SMALL, use_batch_norm=True
+    ),
+    "nin_default": lambda tmp: NiN(),
+    "sequential": lambda tmp: sequential(),
+    "functional": lambda tmp: functional(),
+    "nin_inside_functional": lambda tmp: nin_inside_functional(),
+    "subclassed": subclassed,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_saved_model_loads_in_a_fresh_process_with_identical_predictions(
+    kind, tmp_path
+):
+    model = BUILDERS[kind](tmp_path)
+    shape = (4, 28, 28, 1) if kind == "nin_default" else (4, 16, 16, 3)
+    x = np.random.default_rng(0).uniform(0, 255, size=shape).astype("float32")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    # One training step, so batch-norm statistics and optimizer state differ
+    # from their initial values.
+    model.fit(x, np.arange(4) % 5, epochs=1, verbose=0)
+    expected = model.predict(x, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", expected)
+    out = run_python(
+        f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        if {kind == "subclassed"}:
+            import usermodels
+        import keras
+        import numpy as np
+        import ninlayers
+        model = keras.saving.load_model({str(path)!r})
+        x = np.load({str(tmp_path / "x.npy")!r})
+        expected = np.load({str(tmp_path / "expected.npy")!r})
+        got = model.predict(x, verbose=0)
+        print(type(model).__name__, model.count_params(),
+              float(np.max(np.abs(got - expected))))
+        """
+    )
+    name, params, diff = out.split()[-3:]
+    assert int(params) == model.count_params()
+    assert float(diff) == 0.0
+    if kind.startswith("nin") and kind != "nin_inside_functional":
+        assert name == "NiN"
+
+
+def test_reloaded_nin_keeps_its_config_compile_state_and_weights(tmp_path):
+    model = NiN(
+        num_classes=3,
+        input_shape=(None, None, 1),
+        architecture=SMALL,
+        gradient_clip_norm=2.0,
+        output_activation=None,
+        precision="float32",
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    model.fit(np.zeros((4, 16, 16, 1)), np.zeros(4), verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded, NiN)
+    assert loaded.get_config() == model.get_config()
+    assert loaded.compiled and isinstance(loaded.optimizer, keras.optimizers.SGD)
+    assert loaded.loss.from_logits
+    for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Training goes on from the reloaded optimizer state.
+    loaded.fit(np.zeros((4, 16, 16, 1)), np.zeros(4), verbose=0)
+
+
+def test_explicit_dtype_is_saved_and_restored(tmp_path):
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL, dtype="float32")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.dtype_policy.name == "float32"
+    assert loaded.get_layer("block1").dtype_policy.name == "float32"
