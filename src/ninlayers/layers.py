@@ -123,8 +123,9 @@ class NiNBlock(keras.layers.Layer):
         final_activation: bool. Whether the last convolution is followed by the
             activation too. Defaults to `True`.
         use_batch_norm: bool. Whether each convolution (then without bias) is
-            followed by `FusedBatchNormalization` before the activation.
-            Defaults to `False`.
+            followed by `FusedBatchNormalization` before the activation. With
+            `final_activation=False` the last convolution stays a linear
+            projection with a bias and no batch norm. Defaults to `False`.
         batch_norm_momentum: float. Momentum of the moving statistics.
             Defaults to `0.99`.
         kernel_initializer: str or initializer. Defaults to `"glorot_uniform"`.
@@ -195,8 +196,12 @@ class NiNBlock(keras.layers.Layer):
 
         self.convs = []
         self.norms = []
+        last = self.num_mlp_layers
         for index in range(1 + self.num_mlp_layers):
             first = index == 0
+            # Batch norm goes with an activation: a last convolution without
+            # one is a linear projection (logits) and keeps its bias instead.
+            normed = self.use_batch_norm and (index < last or self.final_activation)
             self.convs.append(
                 keras.layers.Conv2D(
                     self.filters,
@@ -204,7 +209,7 @@ class NiNBlock(keras.layers.Layer):
                     strides=self.strides if first else 1,
                     padding=self.padding if first else "valid",
                     data_format=self.data_format,
-                    use_bias=not self.use_batch_norm,
+                    use_bias=not normed,
                     kernel_initializer=self.kernel_initializer,
                     bias_initializer=self.bias_initializer,
                     kernel_regularizer=self.kernel_regularizer,
@@ -213,15 +218,16 @@ class NiNBlock(keras.layers.Layer):
                     dtype=self.dtype_policy,
                 )
             )
-            if self.use_batch_norm:
-                self.norms.append(
-                    FusedBatchNormalization(
-                        axis=-1 if self.data_format == "channels_last" else 1,
-                        momentum=self.batch_norm_momentum,
-                        name=f"norm{index}",
-                        dtype=self.dtype_policy,
-                    )
+            self.norms.append(
+                FusedBatchNormalization(
+                    axis=-1 if self.data_format == "channels_last" else 1,
+                    momentum=self.batch_norm_momentum,
+                    name=f"norm{index}",
+                    dtype=self.dtype_policy,
                 )
+                if normed
+                else None
+            )
 
     def build(self, input_shape) -> None:
         channel_axis = -1 if self.data_format == "channels_last" else 1
@@ -234,7 +240,7 @@ class NiNBlock(keras.layers.Layer):
         for index, conv in enumerate(self.convs):
             conv.build(shape)
             shape = conv.compute_output_shape(shape)
-            if self.use_batch_norm:
+            if self.norms[index] is not None:
                 self.norms[index].build(shape)
         self.input_spec = keras.layers.InputSpec(
             ndim=4, axes={channel_axis: input_shape[channel_axis]}
@@ -245,7 +251,7 @@ class NiNBlock(keras.layers.Layer):
         last = len(self.convs) - 1
         for index, conv in enumerate(self.convs):
             x = conv(x)
-            if self.use_batch_norm:
+            if self.norms[index] is not None:
                 x = self.norms[index](x, training=training)
             if index < last or self.final_activation:
                 x = self.activation(x)

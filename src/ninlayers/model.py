@@ -201,6 +201,10 @@ class NiN(keras.Model):
         activation: str. Activation in every block. Defaults to `"relu"`.
         use_batch_norm: bool. Batch norm after every convolution (TensorFlow's
             fused kernel). Defaults to `False`.
+        head_final_activation: bool. Whether the class maps pass through the
+            activation, as in the paper and the seed. `False` makes the head's
+            last 1x1 convolution a linear projection (logits that can be
+            negative), which trains faster with batch norm. Defaults to `True`.
         include_head: bool. `False` gives the trunk alone, a feature extractor
             ending at the last stage's feature map. Defaults to `True`.
         output_activation: str or `None`. `"softmax"` or `None` for logits.
@@ -211,6 +215,9 @@ class NiN(keras.Model):
             `ninlayers.runtime.resolve_precision`), `"float32"`,
             `"mixed_bfloat16"` or `"mixed_float16"`. A `dtype` argument
             overrides it. Defaults to `"auto"`.
+        class_names: list of str or `None`. A name per class, kept in the
+            config (and so in `.keras` files) for reading predictions.
+            Defaults to `None`.
         name: str. Defaults to `"nin"`.
         **kwargs: Base model arguments (`dtype`, `trainable`).
 
@@ -237,10 +244,12 @@ class NiN(keras.Model):
         num_mlp_layers: int = 2,
         activation: str = "relu",
         use_batch_norm: bool = False,
+        head_final_activation: bool = True,
         include_head: bool = True,
         output_activation: str | None = "softmax",
         gradient_clip_norm: float | None = None,
         precision: str = "auto",
+        class_names: Sequence[str] | None = None,
         name: str = "nin",
         **kwargs: Any,
     ) -> None:
@@ -256,6 +265,13 @@ class NiN(keras.Model):
             )
             input_shape = preset["input_shape"] if preset else (28, 28, 1)
         input_shape = _check_input_shape(input_shape, blocks)
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if len(class_names) != num_classes:
+                raise ValueError(
+                    f"`class_names` must have one name per class ({num_classes}). "
+                    f"Received: class_names={class_names!r}"
+                )
         if gradient_clip_norm is not None and not (
             isinstance(gradient_clip_norm, (int, float))
             and not isinstance(gradient_clip_norm, bool)
@@ -310,6 +326,7 @@ class NiN(keras.Model):
                 num_mlp_layers=num_mlp_layers,
                 activation=activation,
                 use_batch_norm=use_batch_norm,
+                final_activation=head_final_activation,
                 output_activation=output_activation,
                 name="head",
                 dtype=policy,
@@ -341,10 +358,12 @@ class NiN(keras.Model):
         self.num_mlp_layers = num_mlp_layers
         self.activation = activation
         self.use_batch_norm = bool(use_batch_norm)
+        self.head_final_activation = bool(head_final_activation)
         self.include_head = bool(include_head)
         self.output_activation = output_activation
         self.gradient_clip_norm = gradient_clip_norm
         self.precision = precision
+        self.class_names = class_names
         self._explicit_dtype = explicit_dtype is not None
         self.minimum_input_size = minimum_input_size(blocks)
         self.gradient_norm_tracker = keras.metrics.Mean(name="gradient_norm")
@@ -455,6 +474,12 @@ class NiN(keras.Model):
         self.optimizer.apply(gradients, variables)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
+    def test_step(self, data):
+        logs = super().test_step(data)
+        # The gradient norm is a training quantity; evaluation has none.
+        logs.pop(self.gradient_norm_tracker.name, None)
+        return logs
+
     def _clip_gradients(self, gradients, replicas: int):
         """Records the global gradient norm and clips to it when asked.
 
@@ -504,10 +529,12 @@ class NiN(keras.Model):
             "num_mlp_layers": self.num_mlp_layers,
             "activation": self.activation,
             "use_batch_norm": self.use_batch_norm,
+            "head_final_activation": self.head_final_activation,
             "include_head": self.include_head,
             "output_activation": self.output_activation,
             "gradient_clip_norm": self.gradient_clip_norm,
             "precision": self.precision,
+            "class_names": self.class_names,
         }
         if self._explicit_dtype:
             config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)

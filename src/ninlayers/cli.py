@@ -1,0 +1,216 @@
+"""The `ninlayers` command: a thin shell over `ninlayers.experiment`.
+
+    ninlayers train [--recipe default|seed] [--output DIR] ...
+    ninlayers evaluate MODEL
+    ninlayers predict MODEL IMAGE...
+    ninlayers cam MODEL IMAGE... -o out.png
+
+Errors print one line to stderr and exit with status 2 (1 for an unexpected
+error); `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer. Received: {text!r}"
+        )
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number. Received: {text!r}"
+        )
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser of the `ninlayers` command."""
+    parser = argparse.ArgumentParser(
+        prog="ninlayers",
+        description="Network in Network (NiN) on Fashion-MNIST and your images.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks on errors"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train", help="train NiN and write model, metrics and pictures"
+    )
+    train.add_argument(
+        "--recipe",
+        default="default",
+        choices=["default", "seed"],
+        help="training recipe (default: %(default)s)",
+    )
+    train.add_argument(
+        "--output",
+        "-o",
+        default="runs/fashion-mnist",
+        help="output directory (default: %(default)s)",
+    )
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--learning-rate", type=_positive_float)
+    train.add_argument(
+        "--architecture",
+        default="fashion_mnist",
+        help="'fashion_mnist', 'imagenet' or a JSON list of block "
+        "specs, e.g. '[[96, 3], [192, 3]]'",
+    )
+    train.add_argument(
+        "--input-size",
+        type=_positive_int,
+        help="resize images to this square size (default 28)",
+    )
+    train.add_argument(
+        "--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"]
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
+    train.add_argument(
+        "--image-folder", help="train on these images (one sub-folder per class)"
+    )
+    train.add_argument(
+        "--train-limit", type=_positive_int, help="use only the first N training images"
+    )
+    train.add_argument(
+        "--test-limit",
+        type=_positive_int,
+        help="evaluate on only the first N test images",
+    )
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write TensorBoard logs to OUTPUT/logs",
+    )
+    train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
+
+    evaluate = commands.add_parser("evaluate", help="test accuracy of a model")
+    evaluate.add_argument("model")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--image-folder")
+    evaluate.add_argument("--limit", type=_positive_int)
+
+    predict = commands.add_parser("predict", help="classify image files")
+    predict.add_argument("model")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--top", type=_positive_int, default=3)
+    predict.add_argument(
+        "--invert", action="store_true", help="for dark objects on a light background"
+    )
+
+    cam = commands.add_parser("cam", help="draw class activation maps")
+    cam.add_argument("model")
+    cam.add_argument("images", nargs="+")
+    cam.add_argument("--output", "-o", default="cam.png")
+    cam.add_argument("--invert", action="store_true")
+    return parser
+
+
+def _architecture(text: str):
+    if text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                "--architecture must be a preset name or a JSON list of block "
+                f"specs. Received: {text!r} ({error})"
+            ) from None
+    return text
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ninlayers import experiment
+
+    if args.command == "train":
+        metrics = experiment.train(
+            args.recipe,
+            args.output,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            architecture=_architecture(args.architecture),
+            input_size=args.input_size,
+            precision=args.precision,
+            seed=args.seed,
+            data_dir=args.data_dir,
+            image_folder=args.image_folder,
+            train_limit=args.train_limit,
+            test_limit=args.test_limit,
+            tensorboard=args.tensorboard,
+            verbose=args.verbose,
+        )
+        test = metrics["test"]
+        print(
+            f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
+            f"on {test['examples']} images; fit {metrics['fit_seconds']:.0f} s; "
+            f"artifacts in {args.output}"
+        )
+    elif args.command == "evaluate":
+        scores = experiment.evaluate(
+            args.model, args.data_dir, args.image_folder, args.limit
+        )
+        print(json.dumps(scores))
+    elif args.command == "predict":
+        for result in experiment.predict(
+            args.model, args.images, args.top, args.invert
+        ):
+            ranked = ", ".join(f"{c} {p:.3f}" for c, p in result["top"])
+            print(f"{result['image']}: {result['class']} ({ranked})")
+    elif args.command == "cam":
+        path = experiment.explain_images(
+            args.model, args.images, args.output, args.invert
+        )
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `ninlayers` command; returns its exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("ninlayers: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as error:
+        if args.debug:
+            raise
+        print(f"ninlayers: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if args.debug:
+            raise
+        print(
+            f"ninlayers: unexpected {type(error).__name__}: {error} "
+            "(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Class activation maps from the NiN head's per-class maps.
+
+NiN's head makes one spatial map per class and averages each into that class's
+score, so the map of a class is already its class activation map (Zhou et al.,
+"Learning Deep Features for Discriminative Localization", CVPR 2016): no
+gradients, no extra weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from ninlayers.layers import NiNClassifierHead
+
+__all__ = ["class_activation_maps", "class_map_model", "find_head"]
+
+
+def find_head(model: keras.Model) -> NiNClassifierHead:
+    """Returns the model's last `NiNClassifierHead`, searching nested models.
+
+    Raises:
+        ValueError: if the model has none.
+    """
+
+    def walk(container):
+        for layer in container.layers:
+            if isinstance(layer, NiNClassifierHead):
+                yield layer
+            elif isinstance(layer, keras.Model):
+                yield from walk(layer)
+
+    heads = list(walk(model))
+    if not heads:
+        raise ValueError(
+            "Class activation maps need a model with a NiNClassifierHead. "
+            f"Received: a {type(model).__name__} named {model.name!r} without one"
+        )
+    return heads[-1]
+
+
+def class_map_model(model: keras.Model) -> keras.Model:
+    """Returns a model mapping images to `(class_maps, predictions)`.
+
+    Works for `NiN` and for functional or Sequential models whose
+    `NiNClassifierHead` is called on a tensor of the model's own graph.
+
+    Args:
+        model: keras.Model. A built model containing a `NiNClassifierHead`.
+
+    Returns:
+        keras.Model with two outputs: the head's maps `(batch, h, w, classes)`
+        and the model's predictions `(batch, classes)`.
+
+    Raises:
+        ValueError: if the model has no head, or its head's input is not a
+            tensor of the model's graph (subclassed models).
+    """
+    head = find_head(model)
+    try:
+        features = head.input
+        maps = head.class_maps(features)
+        return keras.Model(model.inputs, [maps, model.outputs[0]])
+    except (AttributeError, ValueError, TypeError) as error:
+        raise ValueError(
+            "Class activation maps need the head to be called in a functional "
+            "or Sequential graph (NiN, keras.Model(inputs, outputs)). "
+            f"Received: a {type(model).__name__} where that failed ({error})"
+        ) from None
+
+
+def class_activation_maps(
+    model: keras.Model,
+    images: Any,
+    class_index: int | np.ndarray | None = None,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Computes one class activation map per image, at the image's size.
+
+    Args:
+        model: keras.Model. A model with a `NiNClassifierHead`.
+        images: array of shape `(n, h, w, c)`, float, as the model takes them.
+        class_index: int, array of `n` ints, or `None` for each image's
+            predicted class. Defaults to `None`.
+        batch_size: int. Defaults to `64`.
+
+    Returns:
+        `(maps, probabilities)`: `maps` of shape `(n, h, w)` scaled to [0, 1]
+        per image (bilinear upsampling of the head's map of the chosen class),
+        and the model's `(n, classes)` predictions.
+
+    Example:
+
+    >>> import numpy as np, ninlayers
+    >>> model = ninlayers.NiN(input_shape=(28, 28, 1))
+    >>> maps, probs = class_activation_maps(model, np.zeros((2, 28, 28, 1)))
+    >>> maps.shape, probs.shape
+    ((2, 28, 28), (2, 10))
+    """
+    images = np.asarray(images, dtype="float32")
+    if images.ndim != 4:
+        raise ValueError(
+            "`images` must have shape (n, height, width, channels). "
+            f"Received: images.shape={images.shape}"
+        )
+    raw_maps, probs = class_map_model(model).predict(
+        images, batch_size=batch_size, verbose=0
+    )
+    raw_maps = np.asarray(raw_maps, dtype="float32")
+    probs = np.asarray(probs, dtype="float32")
+    if class_index is None:
+        chosen = probs.argmax(axis=-1)
+    else:
+        chosen = np.broadcast_to(np.asarray(class_index), (len(images),))
+    selected = raw_maps[np.arange(len(images)), :, :, chosen]
+    resized = np.asarray(
+        keras.ops.image.resize(
+            selected[..., None], images.shape[1:3], interpolation="bilinear"
+        )
+    )[..., 0]
+    low = resized.min(axis=(1, 2), keepdims=True)
+    high = resized.max(axis=(1, 2), keepdims=True)
+    maps = (resized - low) / np.maximum(high - low, 1e-12)
+    return maps, probs

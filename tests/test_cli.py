@@ -1,0 +1,134 @@
+"""The `ninlayers` command end to end, on a small slice of the real data."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ninlayers import cli, experiment
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "ninlayers.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = run_cli(
+        "train",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "640",
+        "--test-limit",
+        "300",
+        "--output",
+        out,
+        "--verbose",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+@pytest.mark.slow
+def test_train_writes_every_artifact(trained):
+    out, result = trained
+    assert "test accuracy" in result.stdout
+    for name in (
+        "model.keras",
+        "metrics.json",
+        "history.png",
+        "confusion.png",
+        "cam.png",
+    ):
+        assert (out / name).is_file(), name
+    for name in ("history.png", "confusion.png", "cam.png"):
+        with Image.open(out / name) as image:
+            image.verify()
+            assert image.format == "PNG"
+        with Image.open(out / name) as image:
+            assert min(image.size) > 200
+    assert not list(out.glob(".*tmp*")), "temporary files left behind"
+    assert not (out / "backup").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["parameters"] > 1_500_000
+    assert metrics["test"]["examples"] == 300
+    assert len(metrics["history"]["loss"]) == 2
+    assert metrics["train_images_per_second"] > 0
+    assert metrics["versions"]["keras"].startswith("3.")
+    assert metrics["recipe"]["name"] == "default"
+
+
+@pytest.mark.slow
+def test_metrics_accuracy_equals_reloaded_model_evaluation(trained):
+    out, _ = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    scores = experiment.evaluate(out / "model.keras", limit=300)
+    assert scores["accuracy"] == metrics["test"]["accuracy"]
+    assert scores["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-6)
+    result = run_cli("evaluate", out / "model.keras", "--limit", "300")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        json.loads(result.stdout.strip().splitlines()[-1])["accuracy"]
+        == (metrics["test"]["accuracy"])
+    )
+
+
+@pytest.mark.slow
+def test_predict_and_cam_take_images_of_any_size(trained, tmp_path):
+    out, _ = trained
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (size, mode) in enumerate([((50, 37), "L"), ((28, 28), "RGB")]):
+        pixels = rng.integers(0, 255, size + ((3,) if mode == "RGB" else ()))
+        path = tmp_path / f"img{i}.{'png' if i == 0 else 'jpg'}"
+        Image.fromarray(pixels.astype(np.uint8), mode).save(path)
+        paths.append(path)
+    result = run_cli("predict", out / "model.keras", *paths, "--top", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(
+        str(p) in line for p, line in zip(paths, lines, strict=True)
+    )
+    result = run_cli("cam", out / "model.keras", *paths, "-o", tmp_path / "c.png")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(tmp_path / "c.png") as image:
+        image.verify()
+
+
+def test_bad_files_give_one_line_errors(tmp_path, capsys):
+    not_zip = tmp_path / "x.keras"
+    not_zip.write_text("hello")
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not a picture")
+    cases = [
+        (["evaluate", str(tmp_path / "missing.keras")], "does not exist"),
+        (["evaluate", str(not_zip)], "not a .keras archive"),
+        (["predict", str(tmp_path / "m.h5"), "a.png"], "does not exist"),
+    ]
+    for argv, fragment in cases:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(Exception, match="not a .keras archive"):
+        cli.main(["--debug", "evaluate", str(not_zip)])
+    with pytest.raises(Exception, match="not an image"):
+        experiment.load_images([not_image])
+
+
+def test_argument_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--epochs", "0"])
+    assert info.value.code == 2
+    assert "Received: '0'" in capsys.readouterr().err

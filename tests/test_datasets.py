@@ -1,0 +1,275 @@
+"""IDX parsing, the Fashion-MNIST lookup order, checksums and tf.data."""
+
+import gzip
+import hashlib
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ninlayers import datasets
+from ninlayers.errors import DatasetError
+
+STEMS = list(datasets.FILES)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_fake_set(directory: Path, gz: bool = True, n: int = 5) -> dict:
+    """Writes four small IDX files and returns their arrays and checksums."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n, 28, 28)),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n - 1, 28, 28)),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n - 1),
+    }
+    sums = {}
+    for stem, array in arrays.items():
+        data = idx_bytes(array)
+        sums[stem] = hashlib.sha256(data).hexdigest()
+        if gz:
+            (directory / f"{stem}.gz").write_bytes(gzip.compress(data))
+        else:
+            (directory / stem).write_bytes(data)
+    return {"arrays": arrays, "sums": sums}
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_read_idx_round_trip(tmp_path, gz):
+    array = np.random.default_rng(1).integers(0, 256, (3, 4, 5)).astype(np.uint8)
+    data = idx_bytes(array)
+    path = tmp_path / "x-idx3-ubyte"
+    path.write_bytes(gzip.compress(data) if gz else data)
+    np.testing.assert_array_equal(datasets.read_idx(path), array)
+    sha = hashlib.sha256(data).hexdigest()
+    np.testing.assert_array_equal(datasets.read_idx(path, sha), array)
+
+
+def test_read_idx_other_types(tmp_path):
+    array = np.array([[1.5, -2.0], [3.25, 4.0]], dtype=">f4")
+    data = bytes([0, 0, 0x0D, 2]) + struct.pack(">2I", 2, 2) + array.tobytes()
+    (tmp_path / "f").write_bytes(data)
+    np.testing.assert_array_equal(datasets.read_idx(tmp_path / "f"), array)
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        (b"", "not an IDX file"),
+        (b"PK\x03\x04rest", "not an IDX file"),
+        (bytes([0, 0, 0x08, 3, 0, 0]), "truncated"),
+        (bytes([0, 0, 0x08, 1, 0, 0, 0, 5, 1, 2]), "wrong size"),
+        (bytes([0, 0, 0x08, 1, 0, 0, 0, 2, 1, 2, 3]), "wrong size"),
+    ],
+)
+def test_read_idx_refuses_bad_files_naming_them(tmp_path, data, fragment):
+    path = tmp_path / "bad-idx1-ubyte"
+    path.write_bytes(data)
+    with pytest.raises(DatasetError) as info:
+        datasets.read_idx(path)
+    assert fragment in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_gzip_is_refused(tmp_path):
+    data = gzip.compress(idx_bytes(np.zeros((10, 28, 28))))
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        datasets.read_idx(path)
+
+
+def test_checksum_failure_names_file_expected_and_received(tmp_path):
+    data = idx_bytes(np.arange(4))
+    path = tmp_path / "labels"
+    path.write_bytes(data)
+    with pytest.raises(DatasetError) as info:
+        datasets.read_idx(path, "0" * 64)
+    message = str(info.value)
+    assert str(path) in message and "0" * 64 in message
+    assert hashlib.sha256(data).hexdigest() in message
+
+
+def test_lookup_order(tmp_path, monkeypatch):
+    explicit, env, debian, cache = (tmp_path / n for n in ("a", "b", "c", "d"))
+    for directory in (explicit, env, debian, cache):
+        write_fake_set(directory)
+    monkeypatch.setattr(datasets, "DEBIAN_DIR", debian)
+    monkeypatch.setattr(datasets, "KERAS_CACHE_DIR", cache)
+    monkeypatch.setenv(datasets.ENV_VAR, str(env))
+    assert datasets.find_fashion_mnist(explicit) == explicit
+    assert datasets.find_fashion_mnist() == env
+    monkeypatch.delenv(datasets.ENV_VAR)
+    assert datasets.find_fashion_mnist() == debian
+    for f in debian.iterdir():
+        f.unlink()
+    assert datasets.find_fashion_mnist() == cache
+
+
+def test_named_directory_without_files_is_an_error(tmp_path, monkeypatch):
+    write_fake_set(tmp_path / "full")
+    (tmp_path / "full" / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setattr(datasets, "DEBIAN_DIR", tmp_path / "none")
+    with pytest.raises(DatasetError) as info:
+        datasets.find_fashion_mnist(tmp_path / "full")
+    assert "t10k-labels-idx1-ubyte" in str(info.value)
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "empty"))
+    with pytest.raises(DatasetError, match=datasets.ENV_VAR):
+        datasets.find_fashion_mnist()
+
+
+def test_nothing_found_and_download_failing_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
+    monkeypatch.setattr(datasets, "DEBIAN_DIR", tmp_path / "debian")
+    monkeypatch.setattr(datasets, "KERAS_CACHE_DIR", tmp_path / "cache")
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    import keras
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(DatasetError) as info:
+        datasets.find_fashion_mnist()
+    message = str(info.value)
+    assert str(tmp_path / "debian") in message and str(tmp_path / "cache") in message
+    assert "network unreachable" in message and "dataset-fashion-mnist" in message
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_load_from_a_directory_with_checksums(tmp_path, monkeypatch, gz):
+    fake = write_fake_set(tmp_path, gz=gz)
+    files = {
+        "train-images-idx3-ubyte": (
+            fake["sums"]["train-images-idx3-ubyte"],
+            (5, 28, 28),
+        ),
+        "train-labels-idx1-ubyte": (fake["sums"]["train-labels-idx1-ubyte"], (5,)),
+        "t10k-images-idx3-ubyte": (fake["sums"]["t10k-images-idx3-ubyte"], (4, 28, 28)),
+        "t10k-labels-idx1-ubyte": (fake["sums"]["t10k-labels-idx1-ubyte"], (4,)),
+    }
+    monkeypatch.setattr(datasets, "FILES", files)
+    (x, y), (xt, yt) = datasets.load_fashion_mnist(tmp_path)
+    np.testing.assert_array_equal(x, fake["arrays"]["train-images-idx3-ubyte"])
+    np.testing.assert_array_equal(yt, fake["arrays"]["t10k-labels-idx1-ubyte"])
+    assert x.dtype == np.uint8
+    # A tampered file fails its checksum, naming it.
+    name = "t10k-labels-idx1-ubyte" + (".gz" if gz else "")
+    labels = fake["arrays"]["t10k-labels-idx1-ubyte"].copy()
+    labels[0] = (labels[0] + 1) % 10
+    data = idx_bytes(labels)
+    (tmp_path / name).write_bytes(gzip.compress(data) if gz else data)
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.*checksum"):
+        datasets.load_fashion_mnist(tmp_path)
+    assert datasets.load_fashion_mnist(tmp_path, verify=False)[1][1][0] == labels[0]
+
+
+@pytest.mark.slow
+def test_real_fashion_mnist_loads_with_its_checksums():
+    (x, y), (xt, yt) = datasets.load_fashion_mnist()
+    assert x.shape == (60000, 28, 28) and xt.shape == (10000, 28, 28)
+    assert np.bincount(y).tolist() == [6000] * 10
+    assert np.bincount(yt).tolist() == [1000] * 10
+
+
+def test_make_dataset_batches_scales_and_augments():
+    x = np.full((10, 8, 8), 255, np.uint8)
+    x[:, :, :4] = 0  # left half dark
+    y = np.arange(10)
+    plain = list(datasets.make_dataset(x, y, 4))
+    assert [tuple(a.shape) for a, _ in plain] == [(4, 8, 8, 1)] * 2 + [(2, 8, 8, 1)]
+    np.testing.assert_array_equal(np.concatenate([b for _, b in plain]), y)
+    assert float(np.max(plain[0][0])) == 1.0
+    flipped = next(
+        iter(datasets.make_dataset(x, y, 10, augment=True, crop_padding=0, seed=3))
+    )[0].numpy()
+    left_dark = flipped[:, :, :4].mean(axis=(1, 2, 3)) == 0
+    assert 0 < left_dark.sum() < 10  # some images flipped, some not
+    erased = next(
+        iter(
+            datasets.make_dataset(
+                np.full((64, 8, 8), 255, np.uint8),
+                None,
+                64,
+                augment=True,
+                flip=False,
+                crop_padding=0,
+                erasing=1.0,
+                seed=1,
+            )
+        )
+    )
+    assert np.all(np.min(erased.numpy(), axis=(1, 2, 3)) == 0.0)
+    shifted = next(
+        iter(
+            datasets.make_dataset(
+                np.full((64, 8, 8), 255, np.uint8),
+                None,
+                64,
+                augment=True,
+                flip=False,
+                crop_padding=2,
+                seed=2,
+            )
+        )
+    ).numpy()
+    zeros = (shifted == 0).sum(axis=(1, 2, 3))
+    assert zeros.max() > 0 and zeros.max() <= 8 * 8 - 6 * 6
+    assert len(set(zeros.tolist())) > 1  # each image gets its own shift
+    resized = next(iter(datasets.make_dataset(x, y, 2, image_size=(16, 16))))[0]
+    assert tuple(resized.shape) == (2, 16, 16, 1)
+
+
+def test_make_dataset_shuffles_reproducibly_with_a_seed():
+    x = np.arange(20, dtype=np.uint8).reshape(20, 1, 1)
+    y = np.arange(20)
+    first = [
+        b.numpy().tolist()
+        for _, b in datasets.make_dataset(x, y, 20, shuffle=True, seed=5)
+    ]
+    again = [
+        b.numpy().tolist()
+        for _, b in datasets.make_dataset(x, y, 20, shuffle=True, seed=5)
+    ]
+    assert first == again and first[0] != list(range(20))
+
+
+def test_make_dataset_refuses_bad_shapes():
+    with pytest.raises(ValueError, match="images.shape=\\(3, 4\\)"):
+        datasets.make_dataset(np.zeros((3, 4)), np.zeros(3))
+    with pytest.raises(ValueError, match="3 images and 2 labels"):
+        datasets.make_dataset(np.zeros((3, 4, 4)), np.zeros(2))
+
+
+def make_image_folder(root: Path, per_class: int = 6, size: int = 20) -> Path:
+    rng = np.random.default_rng(0)
+    for index, name in enumerate(["circle", "square", "stripe"]):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (size, size), dtype=np.uint8)
+            pixels[index * 5 : index * 5 + 5] = 250
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_image_folder_datasets(tmp_path):
+    root = make_image_folder(tmp_path / "images")
+    train, validation, names = datasets.image_folder_datasets(
+        root, (28, 28), batch_size=4, validation_split=0.25, seed=1
+    )
+    assert names == ["circle", "square", "stripe"]
+    xs = np.concatenate([x.numpy() for x, _ in train])
+    vs = np.concatenate([x.numpy() for x, _ in validation])
+    assert xs.shape[1:] == (28, 28, 1) and len(xs) + len(vs) == 18
+    assert 0.0 <= xs.min() and xs.max() <= 1.0
+    with pytest.raises(DatasetError, match="one sub-folder per class"):
+        datasets.image_folder_datasets(tmp_path / "missing")
