@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"]
     )
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="TensorFlow op determinism: identical reruns",
+    )
     train.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
     train.add_argument(
         "--image-folder", help="train on these images (one sub-folder per class)"
@@ -155,6 +160,7 @@ def _run(args: argparse.Namespace) -> int:
             input_size=args.input_size,
             precision=args.precision,
             seed=args.seed,
+            deterministic=args.deterministic,
             data_dir=args.data_dir,
             image_folder=args.image_folder,
             train_limit=args.train_limit,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 import zipfile
@@ -49,11 +50,14 @@ METRICS_FILE = "metrics.json"
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_model_atomically(model: keras.Model, path: str | os.PathLike) -> Path:
@@ -70,10 +74,13 @@ def save_model_atomically(model: keras.Model, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -342,21 +349,81 @@ class _Throughput(keras.callbacks.Callback):
 
 
 class _StopOnNaN(keras.callbacks.Callback):
-    """Stops at the first non-finite loss and remembers where."""
+    """Stops at the first non-finite loss or gradient and remembers where.
+
+    The gradient norm is checked too: NaN weights can give a finite loss
+    (a ReLU maps NaN to 0, so the network outputs uniform scores). Under
+    loss scaling (mixed_float16) non-finite gradients are expected now and
+    then and the optimizer skips them, so only the loss is checked there.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.bad: tuple[int, int, float] | None = None
+        self.bad: tuple[int, int, str] | None = None
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def on_train_begin(self, logs=None):
+        self._keys = ["loss"]
+        if not isinstance(self.model.optimizer, keras.optimizers.LossScaleOptimizer):
+            self._keys.append("gradient_norm")
+
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)):
-            self.bad = (self._epoch + 1, batch + 1, float(loss))
-            self.model.stop_training = True
+        for key in self._keys:
+            value = (logs or {}).get(key)
+            if value is not None and not np.isfinite(float(value)):
+                self.bad = (self._epoch + 1, batch + 1, f"{key} {float(value)}")
+                self.model.stop_training = True
+                return
+
+
+class _GuardedBackup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` that never saves NaN weights, nor deletes itself.
+
+    Keras's callback saves at the end of the epoch in which training stopped;
+    after a NaN loss that would replace the last good state with NaN weights.
+    The backup is kept when `fit` returns: `train()` removes it only once
+    every artifact is written, so a crash in between loses nothing.
+    """
+
+    def __init__(self, backup_dir: Path, guard: _StopOnNaN) -> None:
+        super().__init__(
+            str(backup_dir), delete_checkpoint=False, double_checkpoint=True
+        )
+        self.guard = guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.bad is None:
+            super().on_epoch_end(epoch, logs)
+
+
+class _HistoryLog(keras.callbacks.Callback):
+    """Keeps the per-epoch logs across interrupted and resumed runs.
+
+    Writes them after each epoch (atomically, before the backup is taken);
+    on resuming, keeps the entries of the epochs the backup holds.
+    """
+
+    def __init__(self, backup_dir: Path) -> None:
+        super().__init__()
+        self.path = backup_dir / "history.json"
+        self.metadata = backup_dir / "training_metadata.json"
+        self.history: dict[str, list[float]] = {}
+        self.resumed_from = 0
+
+    def on_train_begin(self, logs=None):
+        if self.metadata.is_file() and self.path.is_file():
+            self.resumed_from = int(json.loads(self.metadata.read_text())["epoch"])
+            saved = json.loads(self.path.read_text())
+            self.history = {k: v[: self.resumed_from] for k, v in saved.items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(self.path, json.dumps(self.history))
 
 
 def _versions() -> dict[str, str]:
@@ -382,6 +449,7 @@ def train(
     input_size: int | None = None,
     precision: str | None = None,
     seed: int = 0,
+    deterministic: bool = False,
     data_dir: str | os.PathLike | None = None,
     image_folder: str | os.PathLike | None = None,
     train_limit: int | None = None,
@@ -394,9 +462,10 @@ def train(
     Writes into `output_dir`: `model.keras`, `metrics.json` (test accuracy and
     loss, per-epoch history, wall time, images/s, parameters, versions),
     `history.png`, `confusion.png` and `cam.png`, each atomically (a
-    temporary file, then a rename). While training, `output_dir/backup` holds
-    Keras's `BackupAndRestore` state: the same command run again after a crash
-    resumes from the last completed epoch.
+    temporary file, then a rename). Until they are written, `output_dir/backup`
+    holds Keras's `BackupAndRestore` state and the history: the same call run
+    again after a crash (even SIGKILL) resumes from the last completed epoch
+    and ends with the same number of epochs.
 
     Args:
         recipe: str or Recipe. `"default"` (the fast, accurate one) or
@@ -410,6 +479,9 @@ def train(
             (`None` keeps 28, or 28 for image folders).
         precision: str or `None`. Overrides the recipe's precision.
         seed: int. Seeds Python, NumPy, TensorFlow and the data order.
+        deterministic: bool. Turn on TensorFlow's op determinism, so that two
+            runs with the same seed on the same machine give identical
+            weights (a little slower).
         data_dir: str, path or `None`. Fashion-MNIST's directory.
         image_folder: str, path or `None`. Train on this folder's images (one
             sub-folder per class) instead of Fashion-MNIST.
@@ -441,6 +513,10 @@ def train(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     size = input_size or 28
     resize = None if size == 28 else (size, size)
 
@@ -506,36 +582,36 @@ def train(
 
     # === Fit ===
     timer, nan_guard = _Throughput(), _StopOnNaN()
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(output / "backup")),
-        timer,
-        nan_guard,
-    ]
+    backup_dir = output / "backup"
+    history_log = _HistoryLog(backup_dir)
+    callbacks = [nan_guard, history_log, _GuardedBackup(backup_dir, nan_guard), timer]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
     fit_start = time.perf_counter()
-    history = model.fit(
+    model.fit(
         train_ds,
         epochs=recipe.epochs,
         validation_data=validation_ds,
         callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles
         verbose=verbose,
     )
     fit_seconds = time.perf_counter() - fit_start
     if nan_guard.bad is not None:
         epoch, batch, value = nan_guard.bad
         raise TrainingError(
-            f"The loss became {value} at epoch {epoch}, batch {batch}; training "
-            f"stopped. The last completed epoch is kept in {output / 'backup'} "
-            "and the same command resumes from it; lower the learning rate "
+            f"Training diverged: {value} at epoch {epoch}, batch {batch}; it "
+            f"stopped. The last good epoch is kept in {output / 'backup'} and "
+            "the same command resumes from it; lower the learning rate "
             "(--learning-rate) if it happens again."
         )
+    history = history_log.history
 
     # === Evaluate and write ===
     probs, labels = _predict_dataset(model, test_ds)
     test = _scores(probs, labels)
     save_model_atomically(model, output / MODEL_FILE)
-    plots.plot_history(history.history, output / "history.png")
+    plots.plot_history(history, output / "history.png")
     plots.plot_confusion_matrix(
         labels, probs.argmax(axis=-1), class_names, output / "confusion.png"
     )
@@ -550,12 +626,13 @@ def train(
         labels=labels[:12],
     )
     train_seconds = sum(timer.seconds)
-    epochs_run = len(history.history.get("loss", []))
+    epochs_run = len(history.get("loss", [])) - history_log.resumed_from
     metrics = {
         "recipe": {**recipe.__dict__},
         "test": test,
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "history": history,
         "epochs_this_run": epochs_run,
+        "resumed_from_epoch": history_log.resumed_from,
         "fit_seconds": fit_seconds,
         "wall_seconds": time.perf_counter() - wall_start,
         "train_images_per_second": (
@@ -567,9 +644,11 @@ def train(
         "jit_compile": bool(model.jit_compile),
         "cpu_bfloat16": runtime.cpu_supports_bfloat16(),
         "seed": seed,
+        "deterministic": deterministic,
         "class_names": class_names,
         "command": sys.argv,
         "versions": _versions(),
     }
     _atomic_write_text(output / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    shutil.rmtree(backup_dir, ignore_errors=True)
     return metrics

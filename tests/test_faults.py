@@ -1,0 +1,160 @@
+"""Interrupted training loses nothing; NaN stops cleanly; reruns are exact."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from ninlayers import NiN, experiment
+from ninlayers.errors import TrainingError
+
+TRAIN = [
+    "train",
+    "--train-limit",
+    "384",
+    "--test-limit",
+    "100",
+    "--batch-size",
+    "64",
+    "--verbose",
+    "2",
+]
+
+
+def cli(*args):
+    return [sys.executable, "-m", "ninlayers.cli", *map(str, args)]
+
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@pytest.mark.slow
+def test_sigkilled_training_resumes_and_ends_with_all_epochs(tmp_path):
+    out = tmp_path / "run"
+    command = cli(*TRAIN, "--epochs", "5", "--output", out)
+    process = subprocess.Popen(
+        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    metadata = out / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if metadata.is_file():
+                try:
+                    if json.loads(metadata.read_text())["epoch"] >= 2:
+                        break
+                except (ValueError, KeyError):
+                    pass
+            time.sleep(0.05)
+        assert process.poll() is None, "training ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not (out / "metrics.json").exists()
+    killed_at = json.loads(metadata.read_text())["epoch"]
+    assert 2 <= killed_at < 5
+
+    result = subprocess.run(
+        command, env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] >= killed_at
+    assert metrics["epochs_this_run"] == 5 - metrics["resumed_from_epoch"]
+    assert len(metrics["history"]["loss"]) == 5
+    assert all(np.isfinite(metrics["history"]["loss"]))
+    assert not (out / "backup").exists()
+    keras.saving.load_model(out / "model.keras")
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_epoch(
+    tmp_path, monkeypatch
+):
+    class Explodes(keras.optimizers.schedules.LearningRateSchedule):
+        """A sane rate for the first epoch (4 steps), then NaN: divergence."""
+
+        def __call__(self, step):
+            return keras.ops.where(step < 4, 0.01, float("nan"))
+
+        def get_config(self):
+            return {}
+
+    monkeypatch.setattr(
+        experiment,
+        "build_optimizer",
+        lambda recipe, steps: keras.optimizers.SGD(Explodes()),
+    )
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError) as info:
+        experiment.train(
+            "seed", out, epochs=3, train_limit=320, test_limit=50, verbose=0
+        )
+    message = str(info.value)
+    assert "epoch 2" in message and "backup" in message
+    assert not (out / "model.keras").exists()
+    assert not (out / "metrics.json").exists()
+    metadata = json.loads((out / "backup" / "training_metadata.json").read_text())
+    assert metadata["epoch"] == 1
+    restored = NiN(precision="float32")
+    restored.compile(optimizer=keras.optimizers.SGD(0.01))
+    restored.optimizer.build(restored.trainable_variables)
+    restored.load_weights(next((out / "backup").glob("*.weights.h5")))
+    assert all(np.all(np.isfinite(w)) for w in restored.get_weights())
+
+
+def test_atomic_save_keeps_the_previous_file_when_saving_fails(tmp_path, monkeypatch):
+    path = tmp_path / "model.keras"
+    model = NiN(
+        input_shape=(16, 16, 1), architecture=[{"filters": 4, "kernel_size": 3}]
+    )
+    experiment.save_model_atomically(model, path)
+    before = path.read_bytes()
+
+    def crash(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"PK half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(keras.Model, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        experiment.save_model_atomically(model, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+
+
+@pytest.mark.slow
+def test_deterministic_reruns_give_identical_weights(tmp_path):
+    weights = []
+    for name in ("a", "b"):
+        result = subprocess.run(
+            cli(
+                *TRAIN,
+                "--epochs",
+                "1",
+                "--seed",
+                "3",
+                "--deterministic",
+                "--output",
+                tmp_path / name,
+            ),
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        weights.append(
+            keras.saving.load_model(tmp_path / name / "model.keras").get_weights()
+        )
+    assert len(weights[0]) == len(weights[1]) > 0
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
