@@ -4,6 +4,7 @@
     ninlayers evaluate MODEL
     ninlayers predict MODEL IMAGE...
     ninlayers cam MODEL IMAGE... -o out.png
+    ninlayers benchmark [--images N] [--repeats N]
 
 Errors print one line to stderr and exit with status 2 (1 for an unexpected
 error); `--debug` shows the traceback.
@@ -131,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("images", nargs="+")
     cam.add_argument("--output", "-o", default="cam.png")
     cam.add_argument("--invert", action="store_true")
+
+    bench = commands.add_parser(
+        "benchmark", help="time the seed's Keras NiN against ninlayers' defaults"
+    )
+    bench.add_argument("--images", type=_positive_int, default=2048)
+    bench.add_argument("--repeats", type=_positive_int, default=3)
+    bench.add_argument("--batch-size", type=_positive_int, default=64)
+    bench.add_argument(
+        "--no-torch", action="store_true", help="leave PyTorch out even when installed"
+    )
+    bench.add_argument("--json", help="also write the figures to this file")
     return parser
 
 
@@ -190,6 +202,15 @@ def _run(args: argparse.Namespace) -> int:
             args.model, args.images, args.output, args.invert
         )
         print(f"wrote {path}")
+    elif args.command == "benchmark":
+        from ninlayers.benchmark import run_benchmark
+
+        result = run_benchmark(
+            args.images, args.repeats, args.batch_size, not args.no_torch
+        )
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=2)
     return 0
 
 

@@ -1,0 +1,24 @@
+"""Seed recipe vs ninlayers' defaults, side by side: `python benchmarks/speed.py`.
+
+The same as `ninlayers benchmark`; see docs/performance.md for the figures.
+"""
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from ninlayers.benchmark import run_benchmark  # noqa: E402
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    result = run_benchmark(args.images, args.repeats, with_torch=not args.no_torch)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
