@@ -46,4 +46,3 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys):
         ratio = result[f"{key}_ratio"]
         assert ratio["seed"] == 1.0
         assert ratio["ninlayers"] == pytest.approx(rates["ninlayers"] / rates["seed"])
-
