@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate on only the first N test images",
     )
     train.add_argument(
+        "--strategy",
+        default="auto",
+        choices=["auto", "default", "mirrored", "multiworker"],
+        help="tf.distribute strategy (default: %(default)s: mirrored with "
+        "several GPUs)",
+    )
+    train.add_argument(
         "--tensorboard",
         action="store_true",
         help="write TensorBoard logs to OUTPUT/logs",
@@ -173,6 +180,7 @@ def _run(args: argparse.Namespace) -> int:
             precision=args.precision,
             seed=args.seed,
             deterministic=args.deterministic,
+            strategy=args.strategy,
             data_dir=args.data_dir,
             image_folder=args.image_folder,
             train_limit=args.train_limit,
@@ -180,11 +188,14 @@ def _run(args: argparse.Namespace) -> int:
             tensorboard=args.tensorboard,
             verbose=args.verbose,
         )
+        if not metrics["chief"]:
+            print(f"worker finished; weights sha256 {metrics['weights_sha256']}")
+            return 0
         test = metrics["test"]
         print(
             f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
             f"on {test['examples']} images; fit {metrics['fit_seconds']:.0f} s; "
-            f"artifacts in {args.output}"
+            f"artifacts in {args.output}; weights sha256 {metrics['weights_sha256']}"
         )
     elif args.command == "evaluate":
         scores = experiment.evaluate(

@@ -11,6 +11,7 @@ Every CLI command is one function here, usable from Python:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -426,6 +427,14 @@ class _HistoryLog(keras.callbacks.Callback):
         _atomic_write_text(self.path, json.dumps(self.history))
 
 
+def _weights_digest(model: keras.Model) -> str:
+    """SHA-256 of all weights: equal digests mean identical replicas."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
 def _versions() -> dict[str, str]:
     import tensorflow as tf
 
@@ -450,6 +459,7 @@ def train(
     precision: str | None = None,
     seed: int = 0,
     deterministic: bool = False,
+    strategy: str = "auto",
     data_dir: str | os.PathLike | None = None,
     image_folder: str | os.PathLike | None = None,
     train_limit: int | None = None,
@@ -482,6 +492,11 @@ def train(
         deterministic: bool. Turn on TensorFlow's op determinism, so that two
             runs with the same seed on the same machine give identical
             weights (a little slower).
+        strategy: str. `"auto"`, `"default"`, `"mirrored"` or
+            `"multiworker"` (see `ninlayers.runtime.get_strategy`). The batch
+            size is the global one. Under `"multiworker"` only the chief writes
+            the artifacts; other workers keep their backup in
+            `output_dir/.worker-N` and remove it when done.
         data_dir: str, path or `None`. Fashion-MNIST's directory.
         image_folder: str, path or `None`. Train on this folder's images (one
             sub-folder per class) instead of Fashion-MNIST.
@@ -510,7 +525,12 @@ def train(
         learning_rate=learning_rate,
         precision=precision,
     )
+    distribution = runtime.get_strategy(strategy)
+    chief = runtime.is_chief()
     output = Path(output_dir)
+    if not chief:
+        task = json.loads(os.environ["TF_CONFIG"])["task"]
+        output = output / f".{task.get('type', 'worker')}-{task.get('index', 0)}"
     output.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     if deterministic:
@@ -563,22 +583,23 @@ def train(
         channels = 1
     steps_per_epoch = -(-n_train // recipe.batch_size)
 
-    # === Model ===
-    model = NiN(
-        num_classes=len(class_names),
-        input_shape=(size, size, channels),
-        architecture=architecture or "fashion_mnist",
-        use_batch_norm=recipe.use_batch_norm,
-        head_final_activation=recipe.head_final_activation,
-        precision=recipe.precision,
-        class_names=class_names,
-    )
-    loss = (
-        SparseSmoothedCrossentropy(recipe.label_smoothing)
-        if recipe.label_smoothing
-        else "auto"
-    )
-    model.compile(optimizer=build_optimizer(recipe, steps_per_epoch), loss=loss)
+    # === Model, in the strategy's scope ===
+    with distribution.scope():
+        model = NiN(
+            num_classes=len(class_names),
+            input_shape=(size, size, channels),
+            architecture=architecture or "fashion_mnist",
+            use_batch_norm=recipe.use_batch_norm,
+            head_final_activation=recipe.head_final_activation,
+            precision=recipe.precision,
+            class_names=class_names,
+        )
+        loss = (
+            SparseSmoothedCrossentropy(recipe.label_smoothing)
+            if recipe.label_smoothing
+            else "auto"
+        )
+        model.compile(optimizer=build_optimizer(recipe, steps_per_epoch), loss=loss)
 
     # === Fit ===
     timer, nan_guard = _Throughput(), _StopOnNaN()
@@ -606,6 +627,18 @@ def train(
             "(--learning-rate) if it happens again."
         )
     history = history_log.history
+    digest = _weights_digest(model)
+    if not chief:
+        # Saving may read variables collectively: do it as the chief does,
+        # into this worker's own directory, then clean up.
+        save_model_atomically(model, output / MODEL_FILE)
+        shutil.rmtree(output, ignore_errors=True)
+        return {
+            "chief": False,
+            "weights_sha256": digest,
+            "history": history,
+            "replicas": distribution.num_replicas_in_sync,
+        }
 
     # === Evaluate and write ===
     probs, labels = _predict_dataset(model, test_ds)
@@ -645,6 +678,10 @@ def train(
         "cpu_bfloat16": runtime.cpu_supports_bfloat16(),
         "seed": seed,
         "deterministic": deterministic,
+        "chief": True,
+        "strategy": type(distribution).__name__,
+        "replicas": distribution.num_replicas_in_sync,
+        "weights_sha256": digest,
         "class_names": class_names,
         "command": sys.argv,
         "versions": _versions(),

@@ -10,12 +10,18 @@ functions here encode that, and every choice can be overridden.
 from __future__ import annotations
 
 import functools
+import json
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 
 __all__ = [
     "PRECISIONS",
+    "STRATEGIES",
+    "get_strategy",
+    "is_chief",
     "cpu_supports_bfloat16",
     "gpu_compute_capabilities",
     "resolve_jit_compile",
@@ -25,6 +31,8 @@ __all__ = [
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 _ENV_PRECISION = "NINLAYERS_PRECISION"
+
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
 
 @functools.cache
@@ -131,3 +139,79 @@ def resolve_jit_compile(jit_compile: bool | str = "auto") -> bool:
     if keras.backend.backend() != "tensorflow":
         return False
     return bool(gpu_compute_capabilities())
+
+
+def get_strategy(strategy: str = "auto", devices: Sequence[str] | None = None) -> Any:
+    """Returns a `tf.distribute` strategy by name.
+
+    - `"default"`: TensorFlow's default strategy (one device);
+    - `"mirrored"`: `tf.distribute.MirroredStrategy` over `devices`, or all
+      local GPUs;
+    - `"multiworker"`: `tf.distribute.MultiWorkerMirroredStrategy`, configured
+      from the `TF_CONFIG` environment variable;
+    - `"auto"`: mirrored when more than one GPU is visible, else default.
+
+    Create the model and optimizer (and compile) inside `strategy.scope()`,
+    and batch the data with the global batch size: each replica gets
+    `batch_size / num_replicas_in_sync` of it.
+
+    Args:
+        strategy: str. One of `STRATEGIES`. Defaults to `"auto"`.
+        devices: list of str or `None`. Devices of the mirrored strategy.
+
+    Returns:
+        tf.distribute.Strategy.
+
+    Example:
+
+    >>> get_strategy("default").num_replicas_in_sync
+    1
+    """
+    import tensorflow as tf
+
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"`strategy` must be one of {', '.join(map(repr, STRATEGIES))}. "
+            f"Received: strategy={strategy!r}"
+        )
+    if strategy == "auto":
+        gpus = tf.config.list_logical_devices("GPU")
+        strategy = "mirrored" if len(gpus) > 1 else "default"
+    if strategy == "default":
+        return tf.distribute.get_strategy()
+    if strategy == "mirrored":
+        return tf.distribute.MirroredStrategy(list(devices) if devices else None)
+    if "TF_CONFIG" not in os.environ:
+        raise ValueError(
+            "The multiworker strategy needs the TF_CONFIG environment variable "
+            "(cluster and task). Received: TF_CONFIG unset"
+        )
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def is_chief() -> bool:
+    """Returns whether this process is the chief of a multi-worker cluster.
+
+    The chief is the task of type `"chief"`, or worker 0 when the cluster has
+    no chief; without `TF_CONFIG` every process is its own chief.
+
+    Example:
+
+    >>> is_chief()
+    True
+    """
+    config = os.environ.get("TF_CONFIG")
+    if not config:
+        return True
+    try:
+        parsed = json.loads(config)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"TF_CONFIG must be JSON. Received: TF_CONFIG={config!r} ({error})"
+        ) from None
+    task = parsed.get("task", {})
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    if kind == "chief":
+        return True
+    has_chief = "chief" in parsed.get("cluster", {})
+    return kind == "worker" and index == 0 and not has_chief
