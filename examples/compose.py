@@ -37,19 +37,21 @@ def shapes(n, size=16, seed=0):
 
 
 def main(quick: bool, output: str) -> float:
-    x, y = shapes(512 if quick else 4096)
+    x, y = shapes(1024 if quick else 4096)
     inputs = keras.Input((16, 16, 1))
-    h = ninlayers.NiNBlock(16, 3, use_batch_norm=True)(inputs)
+    h = ninlayers.NiNBlock(16, 3, use_batch_norm=True, batch_norm_momentum=0.9)(inputs)
     h = keras.layers.MaxPooling2D(2)(h)
-    h = ninlayers.NiNBlock(32, 3, use_batch_norm=True)(h)
+    h = ninlayers.NiNBlock(32, 3, use_batch_norm=True, batch_norm_momentum=0.9)(h)
     outputs = ninlayers.NiNClassifierHead(
         4, final_activation=False, use_batch_norm=True
     )(h)
     model = keras.Model(inputs, outputs)
     model.compile(
-        keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", ["accuracy"]
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
     )
-    model.fit(x, y, epochs=3 if quick else 8, batch_size=32, verbose=0)
+    model.fit(x, y, epochs=5 if quick else 8, batch_size=32, verbose=0)
     path = os.path.join(output, "compose.keras")
     model.save(path)
     reloaded = keras.saving.load_model(path)

@@ -23,7 +23,8 @@ def main(output: str) -> dict:
     reference = export.float32_copy(model).predict(images, verbose=0)
 
     saved = export.export_saved_model(model, Path(output) / "saved_model")
-    served = tf.saved_model.load(str(saved)).serve(tf.constant(images)).numpy()
+    loaded = tf.saved_model.load(str(saved))  # keep it: it owns the variables
+    served = loaded.serve(tf.constant(images)).numpy()
 
     path = export.to_tflite(model, Path(output) / "nin.tflite")
     interpreter = tf.lite.Interpreter(model_path=str(path))

@@ -39,8 +39,8 @@ class OneCycleSchedule(keras.optimizers.schedules.LearningRateSchedule):
     Example:
 
     >>> schedule = OneCycleSchedule(0.1, total_steps=100, warmup_fraction=0.2)
-    >>> [round(float(schedule(s)), 4) for s in (0, 10, 20, 60, 100)]
-    [0.0, 0.05, 0.1, 0.05, 0.0]
+    >>> " ".join(f"{float(schedule(s)):.2f}" for s in (0, 10, 20, 60, 100))
+    '0.00 0.05 0.10 0.05 0.00'
     """
 
     def __init__(
