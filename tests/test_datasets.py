@@ -194,34 +194,15 @@ def test_make_dataset_batches_scales_and_augments():
     )[0].numpy()
     left_dark = flipped[:, :, :4].mean(axis=(1, 2, 3)) == 0
     assert 0 < left_dark.sum() < 10  # some images flipped, some not
-    erased = next(
-        iter(
-            datasets.make_dataset(
-                np.full((64, 8, 8), 255, np.uint8),
-                None,
-                64,
-                augment=True,
-                flip=False,
-                crop_padding=0,
-                erasing=1.0,
-                seed=1,
-            )
-        )
-    )
-    assert np.all(np.min(erased.numpy(), axis=(1, 2, 3)) == 0.0)
-    shifted = next(
-        iter(
-            datasets.make_dataset(
-                np.full((64, 8, 8), 255, np.uint8),
-                None,
-                64,
-                augment=True,
-                flip=False,
-                crop_padding=2,
-                seed=2,
-            )
-        )
-    ).numpy()
+    white = np.full((64, 8, 8), 255, np.uint8)
+
+    def augmented(**kwargs):
+        ds = datasets.make_dataset(white, None, 64, augment=True, flip=False, **kwargs)
+        return next(iter(ds)).numpy()
+
+    erased = augmented(crop_padding=0, erasing=1.0, seed=1)
+    assert np.all(np.min(erased, axis=(1, 2, 3)) == 0.0)
+    shifted = augmented(crop_padding=2, seed=2)
     zeros = (shifted == 0).sum(axis=(1, 2, 3))
     assert zeros.max() > 0 and zeros.max() <= 8 * 8 - 6 * 6
     assert len(set(zeros.tolist())) > 1  # each image gets its own shift

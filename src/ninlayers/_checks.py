@@ -35,27 +35,16 @@ def non_negative_int(name: str, value: Any) -> int:
 
 def pair(name: str, value: Any) -> tuple[int, int]:
     """Returns a positive int or a pair of them as a 2-tuple of ints."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ValueError(
-                f"`{name}` must be a positive integer or a tuple of 2 positive "
-                f"integers. Received: {name}={value!r}"
-            )
-        try:
-            return (positive_int(name, value[0]), positive_int(name, value[1]))
-        except ValueError:
-            raise ValueError(
-                f"`{name}` must be a positive integer or a tuple of 2 positive "
-                f"integers. Received: {name}={value!r}"
-            ) from None
+    items = value if isinstance(value, (list, tuple)) else (value, value)
     try:
-        size = positive_int(name, value)
+        if len(items) != 2:
+            raise ValueError
+        return (positive_int(name, items[0]), positive_int(name, items[1]))
     except ValueError:
         raise ValueError(
             f"`{name}` must be a positive integer or a tuple of 2 positive "
             f"integers. Received: {name}={value!r}"
         ) from None
-    return (size, size)
 
 
 def rate(name: str, value: Any) -> float:

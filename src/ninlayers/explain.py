@@ -15,7 +15,15 @@ import numpy as np
 
 from ninlayers.layers import NiNClassifierHead
 
-__all__ = ["class_activation_maps", "class_map_model", "find_head"]
+__all__ = ["all_layers", "class_activation_maps", "class_map_model", "find_head"]
+
+
+def all_layers(model: keras.Model):
+    """Yields every layer of a model, and of the models nested in it, in order."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
 
 
 def find_head(model: keras.Model) -> NiNClassifierHead:
@@ -24,15 +32,9 @@ def find_head(model: keras.Model) -> NiNClassifierHead:
     Raises:
         ValueError: if the model has none.
     """
-
-    def walk(container):
-        for layer in container.layers:
-            if isinstance(layer, NiNClassifierHead):
-                yield layer
-            elif isinstance(layer, keras.Model):
-                yield from walk(layer)
-
-    heads = list(walk(model))
+    heads = [
+        layer for layer in all_layers(model) if isinstance(layer, NiNClassifierHead)
+    ]
     if not heads:
         raise ValueError(
             "Class activation maps need a model with a NiNClassifierHead. "

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import keras
 
+from ninlayers.explain import all_layers
+
 __all__ = ["export_saved_model", "float32_copy", "to_tflite"]
 
 
@@ -29,7 +31,7 @@ def float32_copy(model: keras.Model) -> keras.Model:
     Returns:
         keras.Model. `model` itself when it already computes in float32.
     """
-    policies = {layer.dtype_policy.compute_dtype for layer in _all_layers(model)}
+    policies = {layer.dtype_policy.compute_dtype for layer in all_layers(model)}
     if policies <= {"float32"}:
         return model
     config = model.get_config()
@@ -44,13 +46,6 @@ def float32_copy(model: keras.Model) -> keras.Model:
         keras.config.set_dtype_policy(previous)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def _strip_dtypes(config):
