@@ -1,9 +1,11 @@
-"""The wheel builds, installs into a clean venv and imports."""
+"""The wheel and the sdist build, hold what they should, install and import."""
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -20,39 +22,87 @@ def test_version_has_one_source():
     assert f"## [{ninlayers.__version__}]" in (ROOT / "CHANGELOG.md").read_text()
 
 
-@pytest.mark.slow
-def test_wheel_installs_into_a_clean_venv_and_imports(tmp_path):
+def _source_files() -> list[str]:
+    """The checkout's files, tracked or new but not ignored; [] outside git."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [name for name in listed if (ROOT / name).is_file()]
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory):
+    """Builds the sdist, then the wheel from the sdist, as `python -m build` does."""
+    outdir = tmp_path_factory.mktemp("dist")
+    source = ROOT
+    files = _source_files()
+    if files:
+        # Build from a copy of the checkout's files: an `egg-info` left in
+        # the tree by `pip install -e` would otherwise supply its stale list.
+        source = tmp_path_factory.mktemp("source")
+        for name in files:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--wheel",
-            "--outdir",
-            str(tmp_path),
-            str(ROOT),
-        ],
+        [sys.executable, "-m", "build", "--outdir", str(outdir), str(source)],
         check=True,
         capture_output=True,
         timeout=600,
     )
-    (wheel,) = tmp_path.glob("ninlayers-*.whl")
+    (wheel,) = outdir.glob("ninlayers-*.whl")
+    (sdist,) = outdir.glob("ninlayers-*.tar.gz")
+    return {"wheel": wheel, "sdist": sdist}
+
+
+@pytest.mark.slow
+def test_wheel_holds_the_package_and_its_type_marker(dist):
+    wheel = dist["wheel"]
     assert wheel.name.startswith(f"ninlayers-{ninlayers.__version__}-")
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("__init__", "layers", "model", "runtime", "cli"):
         assert f"ninlayers/{module}.py" in names
     assert "ninlayers/py.typed" in names
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
 
+
+@pytest.mark.slow
+def test_sdist_holds_what_building_and_testing_need(dist):
+    sdist = dist["sdist"]
+    prefix = f"ninlayers-{ninlayers.__version__}/"
+    with tarfile.open(sdist) as archive:
+        names = {name.removeprefix(prefix) for name in archive.getnames()}
+    folders = ("src/", "tests/", "examples/", "benchmarks/", "docs/")
+    tracked = [name for name in _source_files() if name.startswith(folders)]
+    expected = {"pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE", "mkdocs.yml"}
+    if tracked:  # Run from a git checkout: every tracked file must ship.
+        expected.update(tracked)
+    else:
+        expected.update({"tests/conftest.py", "tests/helpers.py"})
+    assert expected <= names, sorted(expected - names)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_distribution_installs_into_a_clean_venv_and_imports(dist, kind, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
+    # The sdist is built again by pip, in its own isolated environment with
+    # setuptools from the package index: the way users without a wheel get it.
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", str(dist[kind])],
         check=True,
         capture_output=True,
-        timeout=300,
+        timeout=600,
     )
-    # The clean venv has only the wheel; its dependencies (TensorFlow is
+    # The clean venv has only the package; its dependencies (TensorFlow is
     # 600 MB) come from this environment's site-packages, read as a plain
     # path so that no editable install of ninlayers leaks in.
     purelib = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
