@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -73,16 +74,10 @@ def free_ports(n):
     return ports
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: under MultiWorkerMirroredStrategy the training step gets "
-    "PerReplica batches ('unsupported type PerReplica to a Tensor'); not yet fixed",
-)
-def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
+def start_workers(out, epochs):
+    """Starts `ninlayers train --strategy multiworker` as 2 local workers."""
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    out = tmp_path / "run"
     processes = []
     for index in range(2):
         env = {
@@ -92,52 +87,76 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
                 {"cluster": cluster, "task": {"type": "worker", "index": index}}
             ),
         }
+        command = [
+            sys.executable,
+            "-m",
+            "ninlayers.cli",
+            "train",
+            "--strategy",
+            "multiworker",
+            "--epochs",
+            str(epochs),
+            "--train-limit",
+            "256",
+            "--test-limit",
+            "64",
+            "--batch-size",
+            "32",
+            "--verbose",
+            "0",
+            "--output",
+            str(out),
+        ]
         processes.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ninlayers.cli",
-                    "train",
-                    "--strategy",
-                    "multiworker",
-                    "--epochs",
-                    "2",
-                    "--train-limit",
-                    "256",
-                    "--test-limit",
-                    "64",
-                    "--batch-size",
-                    "32",
-                    "--verbose",
-                    "0",
-                    "--output",
-                    str(out),
-                ],
+                command,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
         )
+    return processes
+
+
+def finish(processes, timeout=420):
+    """Waits for the workers (killing them at the deadline); their outputs."""
     outputs = []
-    deadline = time.monotonic() + 420
+    deadline = time.monotonic() + timeout
     try:
         for process in processes:
             remaining = max(1.0, deadline - time.monotonic())
             outputs.append(process.communicate(timeout=remaining))
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+        kill(processes)
     for process, (_stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr[-3000:]
-    digests = [
+    return outputs
+
+
+def kill(processes):
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def digests(outputs):
+    found = [
         stdout.split("weights sha256 ")[-1].split()[0].strip(";")
         for stdout, _ in outputs
     ]
-    assert digests[0] == digests[1] and len(digests[0]) == 64
+    assert len(found[0]) == 64
+    return found
+
+
+@pytest.mark.slow
+def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
+    out = tmp_path / "run"
+    processes = start_workers(out, epochs=2)
+    outputs = finish(processes)
+    chief, worker = digests(outputs)
+    assert chief == worker
     assert "test accuracy" in outputs[0][0]
     assert "worker finished" in outputs[1][0]
     assert sorted(p.name for p in out.iterdir()) == [
@@ -150,5 +169,37 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["replicas"] == 2
     assert metrics["strategy"] == "MultiWorkerMirroredStrategy"
-    assert metrics["weights_sha256"] == digests[0]
+    assert metrics["weights_sha256"] == chief
     assert len(metrics["history"]["loss"]) == 2
+
+
+@pytest.mark.slow
+def test_killed_workers_resume_together_from_their_last_epoch(tmp_path):
+    out = tmp_path / "run"
+    processes = start_workers(out, epochs=4)
+    metadata = out / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and all(p.poll() is None for p in processes):
+            try:
+                if json.loads(metadata.read_text())["epoch"] >= 1:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        assert all(p.poll() is None for p in processes), "a worker ended early"
+        for process in processes:
+            process.send_signal(signal.SIGKILL)
+    finally:
+        kill(processes)
+    killed_at = json.loads(metadata.read_text())["epoch"]
+    assert 1 <= killed_at < 4
+    assert not (out / "metrics.json").exists()
+
+    processes = start_workers(out, epochs=4)
+    chief, worker = digests(finish(processes))
+    assert chief == worker
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] >= killed_at
+    assert len(metrics["history"]["loss"]) == 4
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []

@@ -403,6 +403,45 @@ def test_train_step_under_mirrored_strategy_matches_one_device():
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_batch_norm_statistics_stay_equal_across_mirrored_replicas():
+    out = run_python(
+        """
+        import json
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras, numpy as np
+        from ninlayers import NiN
+        rng = np.random.default_rng(0)
+        # The two replicas see very different halves of each batch.
+        x = np.concatenate([rng.uniform(0, 0.1, (32, 16, 16, 1)),
+                            rng.uniform(0.5, 1.0, (32, 16, 16, 1))])
+        x = x.reshape(2, 2, 16, 16, 16, 1).transpose(1, 0, 2, 3, 4, 5)
+        x = x.reshape(64, 16, 16, 1).astype("float32")
+        y = rng.integers(0, 10, 64)
+        arch = [{"filters": 8, "kernel_size": 3}, {"filters": 16, "kernel_size": 3}]
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            model = NiN(input_shape=(16, 16, 1), architecture=arch,
+                        precision="float32", use_batch_norm=True)
+            model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
+        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        spreads = {}
+        for weight in model.weights:
+            if "moving_" in weight.path:
+                local = strategy.experimental_local_results(weight.value)
+                values = np.stack([np.asarray(v) for v in local])
+                spreads[weight.path] = float(np.ptp(values, axis=0).max())
+        print(json.dumps(spreads))
+        """
+    )
+    spreads = json.loads(out.strip().splitlines()[-1])
+    assert len(spreads) == 2 * 9  # 3 norms in each block and the head
+    assert max(spreads.values()) < 1e-6, spreads
+
+
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [

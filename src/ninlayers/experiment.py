@@ -427,6 +427,15 @@ class _HistoryLog(keras.callbacks.Callback):
         _atomic_write_text(self.path, json.dumps(self.history))
 
 
+def _strategy_name(strategy: Any) -> str:
+    """The public class name: TF's MultiWorkerMirroredStrategy is an alias."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__.lstrip("_")
+
+
 def _weights_digest(model: keras.Model) -> str:
     """SHA-256 of all weights: equal digests mean identical replicas."""
     digest = hashlib.sha256()
@@ -679,7 +688,7 @@ def train(
         "seed": seed,
         "deterministic": deterministic,
         "chief": True,
-        "strategy": type(distribution).__name__,
+        "strategy": _strategy_name(distribution),
         "replicas": distribution.num_replicas_in_sync,
         "weights_sha256": digest,
         "class_names": class_names,

@@ -48,6 +48,16 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     (2, 4, 4, 3)
     """
 
+    def add_weight(self, *args: Any, **kwargs: Any) -> Any:
+        # Under tf.distribute each replica updates the moving statistics from
+        # its own part of the batch. "mean" aggregation averages the updates,
+        # so every replica and every worker keeps the same statistics (with
+        # Keras's default, "none", the workers' copies drift apart).
+        if kwargs.get("name") in ("moving_mean", "moving_variance"):
+            if kwargs.get("aggregation", "none") == "none":
+                kwargs["aggregation"] = "mean"
+        return super().add_weight(*args, **kwargs)
+
     def _fusable(self, inputs: Any, mask: Any) -> bool:
         return (
             keras.backend.backend() == "tensorflow"

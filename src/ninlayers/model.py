@@ -168,6 +168,28 @@ def minimum_input_size(
     return size
 
 
+def _logs_for_reduction(logs: dict[str, Any]) -> dict[str, Any]:
+    """Makes a step's logs reducible by Keras under several workers.
+
+    Keras 3 (TensorFlow backend) reduces each replica's logs with
+    `strategy.reduce("MEAN", value, axis=0)` when a
+    `MultiWorkerMirroredStrategy` spans several workers, and a scalar has no
+    axis 0 (`Invalid reduction dimension 0 for input with 0 dimensions`).
+    Each log becomes a vector of one, which that reduction turns back into
+    the scalar mean over the replicas. Other strategies get the logs as they
+    are.
+    """
+    strategy = tf.distribute.get_strategy()
+    in_multi_worker_mode = getattr(
+        strategy.extended, "_in_multi_worker_mode", lambda: False
+    )
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        in_multi_worker_mode()
+    ):
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+
 @keras.saving.register_keras_serializable(package="ninlayers")
 class NiN(keras.Model):
     """Network in Network: NiN blocks, max pooling, and a dense-free head.
@@ -472,13 +494,38 @@ class NiN(keras.Model):
         gradients = tape.gradient(scaled_loss, variables)
         gradients = self._clip_gradients(gradients, replicas)
         self.optimizer.apply(gradients, variables)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return _logs_for_reduction(logs)
 
     def test_step(self, data):
         logs = super().test_step(data)
         # The gradient norm is a training quantity; evaluation has none.
         logs.pop(self.gradient_norm_tracker.name, None)
-        return logs
+        return _logs_for_reduction(logs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Builds metrics and optimizer from one replica's first batch.
+
+        Keras 3 (TensorFlow backend) learns the batch's shapes by reducing a
+        distributed batch with `strategy.reduce("MEAN", ...)`.
+        `MultiWorkerMirroredStrategy` refuses to reduce a nested structure
+        (`Attempt to convert a value (PerReplica...) to a Tensor`), so under
+        it `fit` and `evaluate` failed before the first step. The shapes are
+        those of any one replica's batch: take the first local one.
+        """
+        if iterator is not None and self._distribute_strategy is not None:
+            strategy = self._distribute_strategy
+
+            def first_local(value):
+                if isinstance(value, tf.distribute.DistributedValues):
+                    return strategy.experimental_local_results(value)[0]
+                return value
+
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(first_local, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _clip_gradients(self, gradients, replicas: int):
         """Records the global gradient norm and clips to it when asked.
