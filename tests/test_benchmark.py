@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from ninlayers import NiN, cli
+from ninlayers import NiN, benchmark, cli
 from ninlayers.benchmark import seed_model
 
 
@@ -46,3 +46,28 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys):
         ratio = result[f"{key}_ratio"]
         assert ratio["seed"] == 1.0
         assert ratio["ninlayers"] == pytest.approx(rates["ninlayers"] / rates["seed"])
+
+
+def test_torch_peer_runs_each_epoch_in_its_own_process(monkeypatch, tmp_path):
+    # A stand-in for the PyTorch worker: it checks the data it was given and
+    # answers one line per epoch asked, as the real one does.
+    log = tmp_path / "epochs.txt"
+    monkeypatch.setattr(
+        benchmark,
+        "_TORCH_WORKER",
+        "import sys, numpy as np\n"
+        "data = np.load(sys.argv[1])\n"
+        "assert data['x'].shape == (8, 28, 28, 1) and sys.argv[2] == '4'\n"
+        "print('ready', flush=True)\n"
+        "for line in sys.stdin:\n"
+        f"    open({str(log)!r}, 'a').write(line)\n"
+        "    print(0.5, flush=True)\n",
+    )
+    x = np.zeros((8, 28, 28, 1), "float32")
+    peer = benchmark._TorchPeer(x, np.zeros(8, "int64"), 4)
+    try:
+        assert peer() == 0.5 and peer() == 0.5
+    finally:
+        peer.close()
+    assert log.read_text() == "epoch\nepoch\n"
+    assert peer._process.returncode == 0

@@ -78,51 +78,94 @@ def _time(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def _torch_peer(x: np.ndarray, y: np.ndarray, batch_size: int) -> Callable | None:
+# PyTorch runs in a child process: TensorFlow and PyTorch each bring their
+# own oneDNN and OpenMP, and training both in one process crashed here
+# (segmentation fault, TF 2.21 with torch 2.14). The parent times each epoch
+# it asks for, so the alternation with the Keras paths is kept.
+_TORCH_WORKER = """
+import sys
+import numpy as np
+import torch
+from torch import nn
+
+data = np.load(sys.argv[1])
+batch_size = int(sys.argv[2])
+x = torch.from_numpy(np.transpose(data["x"], (0, 3, 1, 2)).copy())
+y = torch.from_numpy(data["y"].astype(np.int64))
+
+
+def block(c_in, f, k):
+    return [nn.Conv2d(c_in, f, k, padding=k // 2), nn.ReLU(),
+            nn.Conv2d(f, f, 1), nn.ReLU(), nn.Conv2d(f, f, 1), nn.ReLU()]
+
+
+net = nn.Sequential(
+    *block(1, 96, 3), nn.MaxPool2d(3, 2),
+    *block(96, 256, 3), nn.MaxPool2d(3, 2),
+    *block(256, 384, 3), nn.MaxPool2d(3, 2),
+    *block(384, 10, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+)
+optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+print("ready", flush=True)
+for line in sys.stdin:
+    net.train()
+    for i in range(0, len(x), batch_size):
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(
+                net(x[i : i + batch_size]), y[i : i + batch_size])
+        loss.backward()
+        optimizer.step()
+    print(loss.item(), flush=True)
+"""
+
+
+class _TorchPeer:
+    """PyTorch's eager NiN (bfloat16 autocast) in a child process.
+
+    Calling the peer trains one epoch there and returns when it is done.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory(prefix="ninlayers-bench-")
+        data = f"{self._dir.name}/data.npz"
+        np.savez(data, x=x, y=y)
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _TORCH_WORKER, data, str(batch_size)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if self._process.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError("The PyTorch benchmark process did not start.")
+
+    def __call__(self) -> float:
+        self._process.stdin.write("epoch\n")
+        self._process.stdin.flush()
+        reply = self._process.stdout.readline()
+        if not reply:
+            raise RuntimeError("The PyTorch benchmark process ended early.")
+        return float(reply)
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            self._process.wait(timeout=60)
+        self._dir.cleanup()
+
+
+def _torch_peer(x: np.ndarray, y: np.ndarray, batch_size: int) -> _TorchPeer | None:
     """PyTorch eager NiN with bfloat16 autocast, when torch is installed."""
-    try:
-        import torch
-        from torch import nn
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
         return None
-
-    def block(c_in, f, k):
-        return [
-            nn.Conv2d(c_in, f, k, padding=k // 2),
-            nn.ReLU(),
-            nn.Conv2d(f, f, 1),
-            nn.ReLU(),
-            nn.Conv2d(f, f, 1),
-            nn.ReLU(),
-        ]
-
-    net = nn.Sequential(
-        *block(1, 96, 3),
-        nn.MaxPool2d(3, 2),
-        *block(96, 256, 3),
-        nn.MaxPool2d(3, 2),
-        *block(256, 384, 3),
-        nn.MaxPool2d(3, 2),
-        *block(384, 10, 3),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-    )
-    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
-    xt = torch.from_numpy(np.transpose(x, (0, 3, 1, 2)).copy())
-    yt = torch.from_numpy(y.astype(np.int64))
-
-    def epoch():
-        net.train()
-        for i in range(0, len(xt), batch_size):
-            optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = nn.functional.cross_entropy(
-                    net(xt[i : i + batch_size]), yt[i : i + batch_size]
-                )
-            loss.backward()
-            optimizer.step()
-
-    return epoch
+    return _TorchPeer(x, y, batch_size)
 
 
 def run_benchmark(
@@ -172,19 +215,23 @@ def run_benchmark(
     predict_fns = {
         name: (lambda m=m: m.predict(x, verbose=0)) for name, m in models.items()
     }
-    torch_epoch = _torch_peer(x, y, batch_size) if with_torch else None
-    if torch_epoch is not None:
-        train_fns["torch_bf16_eager"] = torch_epoch
+    torch_peer = _torch_peer(x, y, batch_size) if with_torch else None
+    if torch_peer is not None:
+        train_fns["torch_bf16_eager"] = torch_peer
 
-    for fn in (*train_fns.values(), *predict_fns.values()):  # warm-up
-        fn()
     train_s: dict[str, list[float]] = {name: [] for name in train_fns}
     predict_s: dict[str, list[float]] = {name: [] for name in predict_fns}
-    for _ in range(repeats):
-        for name, fn in train_fns.items():
-            train_s[name].append(_time(fn))
-        for name, fn in predict_fns.items():
-            predict_s[name].append(_time(fn))
+    try:
+        for fn in (*train_fns.values(), *predict_fns.values()):  # warm-up
+            fn()
+        for _ in range(repeats):
+            for name, fn in train_fns.items():
+                train_s[name].append(_time(fn))
+            for name, fn in predict_fns.items():
+                predict_s[name].append(_time(fn))
+    finally:
+        if torch_peer is not None:
+            torch_peer.close()
 
     train = {k: images / statistics.median(v) for k, v in train_s.items()}
     predict = {k: images / statistics.median(v) for k, v in predict_s.items()}
