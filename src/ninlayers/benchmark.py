@@ -192,8 +192,9 @@ def run_benchmark(
         print_fn: callable or `None`. Where the table goes.
 
     Returns:
-        dict: images/s per path for `train` and `predict`, and the ratios of
-        ninlayers (and torch) to the seed.
+        dict: images/s per path for `train` and `predict` (medians), every
+        timed repeat in seconds, and the ratios of ninlayers (and torch) to
+        the seed.
     """
     from ninlayers import datasets, runtime
 
@@ -245,6 +246,8 @@ def run_benchmark(
         "cpu_bfloat16": runtime.cpu_supports_bfloat16(),
         "train_images_per_second": train,
         "predict_images_per_second": predict,
+        "train_seconds": train_s,
+        "predict_seconds": predict_s,
         "train_ratio": {k: v / train["seed"] for k, v in train.items()},
         "predict_ratio": {k: v / predict["seed"] for k, v in predict.items()},
     }
