@@ -1,8 +1,9 @@
 """Per-device choices: numeric precision and XLA compilation.
 
-Measured on the 2-core Sapphire Rapids CPU this project runs on (seed network,
-batch 64): `mixed_bfloat16` trains about 2x faster than float32 (oneDNN runs
-bfloat16 convolutions on AMX) and XLA (`jit_compile=True`) about 2x slower. On
+Measured on the 2-core CPU this project runs on (AVX512-BF16, no AMX; seed
+network, batch 64): `mixed_bfloat16` trains about 2x faster than float32
+(oneDNN runs bfloat16 convolutions on AVX512-BF16 dot products) and XLA
+(`jit_compile=True`) about 2x slower. On
 NVIDIA GPUs float16 with loss scaling and XLA are the fast choices. The
 functions here encode that, and every choice can be overridden.
 """
