@@ -513,8 +513,8 @@ class NiN(keras.Model):
         it `fit` and `evaluate` failed before the first step. The shapes are
         those of any one replica's batch: take the first local one.
         """
-        if iterator is not None and self._distribute_strategy is not None:
-            strategy = self._distribute_strategy
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and strategy is not None:
 
             def first_local(value):
                 if isinstance(value, tf.distribute.DistributedValues):
