@@ -177,7 +177,7 @@ def _logs_for_reduction(logs: dict[str, Any]) -> dict[str, Any]:
     axis 0 (`Invalid reduction dimension 0 for input with 0 dimensions`).
     Each log becomes a vector of one, which that reduction turns back into
     the scalar mean over the replicas. Other strategies get the logs as they
-    are.
+    are. Reported upstream as tensorflow/tensorflow#72388.
     """
     strategy = tf.distribute.get_strategy()
     in_multi_worker_mode = getattr(
