@@ -1,6 +1,7 @@
 """Tests of the NiN model: architecture, shapes, training step, XLA."""
 
 import json
+import textwrap
 
 import keras
 import numpy as np
@@ -352,21 +353,35 @@ def test_short_fit_on_a_learnable_task_lowers_the_loss():
     assert history.history["accuracy"][-1] > 0.8
 
 
+TWO_CPUS = """
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+from ninlayers import NiN
+rng = np.random.default_rng(0)
+arch = [{"filters": 8, "kernel_size": 3}, {"filters": 16, "kernel_size": 3}]
+"""
+
+
+def run_on_two_cpus(body: str):
+    """Runs `body` after `TWO_CPUS` in a fresh process; the JSON it printed last.
+
+    The CPU is split into two logical devices before TensorFlow starts, which
+    only a new process allows.
+    """
+    out = run_python(TWO_CPUS + textwrap.dedent(body))
+    return json.loads(out.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_train_step_under_mirrored_strategy_matches_one_device():
-    out = run_python(
+    results = run_on_two_cpus(
         """
-        import json
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import keras, numpy as np
-        from ninlayers import NiN
-        rng = np.random.default_rng(0)
         x = rng.uniform(size=(64, 16, 16, 1)).astype("float32")
         y = rng.integers(0, 10, 64)
-        arch = [{"filters": 8, "kernel_size": 3}, {"filters": 16, "kernel_size": 3}]
         keras.utils.set_random_seed(0)
         init = NiN(input_shape=(16, 16, 1), architecture=arch,
                    precision="float32").get_weights()
@@ -390,7 +405,6 @@ def test_train_step_under_mirrored_strategy_matches_one_device():
         print(json.dumps(results))
         """
     )
-    results = json.loads(out.strip().splitlines()[-1])
     one, mirrored = results["one"], results["mirrored"]
     assert (one["replicas"], mirrored["replicas"]) == (1, 2)
     for key in ("loss", "accuracy", "gradient_norm"):
@@ -405,23 +419,14 @@ def test_train_step_under_mirrored_strategy_matches_one_device():
 
 @pytest.mark.slow
 def test_batch_norm_statistics_stay_equal_across_mirrored_replicas():
-    out = run_python(
+    spreads = run_on_two_cpus(
         """
-        import json
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import keras, numpy as np
-        from ninlayers import NiN
-        rng = np.random.default_rng(0)
         # The two replicas see very different halves of each batch.
         x = np.concatenate([rng.uniform(0, 0.1, (32, 16, 16, 1)),
                             rng.uniform(0.5, 1.0, (32, 16, 16, 1))])
         x = x.reshape(2, 2, 16, 16, 16, 1).transpose(1, 0, 2, 3, 4, 5)
         x = x.reshape(64, 16, 16, 1).astype("float32")
         y = rng.integers(0, 10, 64)
-        arch = [{"filters": 8, "kernel_size": 3}, {"filters": 16, "kernel_size": 3}]
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             model = NiN(input_shape=(16, 16, 1), architecture=arch,
@@ -437,7 +442,6 @@ def test_batch_norm_statistics_stay_equal_across_mirrored_replicas():
         print(json.dumps(spreads))
         """
     )
-    spreads = json.loads(out.strip().splitlines()[-1])
     assert len(spreads) == 2 * 9  # 3 norms in each block and the head
     assert max(spreads.values()) < 1e-6, spreads
 
