@@ -132,3 +132,34 @@ def test_argument_errors_exit_2(capsys):
         cli.main(["train", "--epochs", "0"])
     assert info.value.code == 2
     assert "Received: '0'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_makes_no_new_iterator_per_epoch(tmp_path, monkeypatch):
+    # A fresh iterator per epoch ran whole epochs 1.8x slower on these
+    # machines (docs/performance.md): train() repeats its datasets instead.
+    import tensorflow as tf
+
+    original = tf.data.Dataset.__iter__
+    iterators = {}
+    for epochs in (1, 3):
+        made = iterators[epochs] = []
+
+        def spy(self, made=made):
+            made.append(int(self.cardinality()))
+            return original(self)
+
+        monkeypatch.setattr(tf.data.Dataset, "__iter__", spy)
+        metrics = experiment.train(
+            "default",
+            tmp_path / str(epochs),
+            epochs=epochs,
+            train_limit=320,
+            test_limit=100,
+            verbose=0,
+        )
+        assert len(metrics["history"]["loss"]) == epochs
+    assert metrics["train_examples"] == 320
+    assert len(iterators[3]) == len(iterators[1])
+    # The training data (5 batches a pass) is only ever iterated endlessly.
+    assert 5 not in iterators[3]
