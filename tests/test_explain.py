@@ -81,3 +81,20 @@ def test_models_without_a_head_are_refused():
         explain.class_map_model(model)
     with pytest.raises(ValueError, match="images.shape"):
         explain.class_activation_maps(NiN(), np.ones((28, 28)))
+
+
+def test_maps_of_a_flipping_model_are_what_it_predicts_from():
+    model = NiN(input_shape=(28, 28, 1), precision="float32", test_time_flip=True)
+    x = np.random.default_rng(1).uniform(size=(3, 28, 28, 1)).astype("float32")
+    maps, probs = explain.class_activation_maps(model, x)
+    np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
+    # The shown map is the mean of the image's and the mirror's, flipped back.
+    raw, _ = explain.class_map_model(model).predict(x, verbose=0)
+    mirror, _ = explain.class_map_model(model).predict(x[:, :, ::-1], verbose=0)
+    chosen = probs.argmax(-1)
+    mean = (raw + mirror[:, :, ::-1]) / 2
+    for i, c in enumerate(chosen):
+        up = keras.ops.image.resize(mean[i, :, :, c][None, ..., None], (28, 28))
+        up = np.asarray(up)[0, ..., 0]
+        up = (up - up.min()) / max(up.max() - up.min(), 1e-12)
+        np.testing.assert_allclose(maps[i], up, atol=1e-5)

@@ -473,3 +473,30 @@ def test_model_refuses_wrong_rank_and_channels():
         model(np.zeros((28, 28, 1), "float32"))
     with pytest.raises(ValueError, match="expected axis -1 of input shape"):
         model(np.zeros((1, 28, 28, 3), "float32"))
+
+
+def test_test_time_flip_averages_image_and_mirror_at_inference_only(tmp_path):
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    plain = NiN(precision="float32", output_activation=None)
+    flipping = NiN(precision="float32", output_activation=None, test_time_flip=True)
+    flipping.set_weights(plain.get_weights())
+    expected = (
+        plain.predict(x, verbose=0) + plain.predict(x[:, :, ::-1], verbose=0)
+    ) / 2
+    np.testing.assert_allclose(flipping.predict(x, verbose=0), expected, atol=1e-5)
+    # The image alone would give another answer: the mirror counts.
+    assert not np.allclose(expected, plain.predict(x, verbose=0), atol=1e-5)
+    # Training sees the images as they are.
+    np.testing.assert_allclose(
+        flipping(x, training=True), plain(x, training=True), atol=1e-5
+    )
+    path = tmp_path / "flip.keras"
+    flipping.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert reloaded.test_time_flip is True
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=1e-5)
+
+
+def test_test_time_flip_without_head_is_refused():
+    with pytest.raises(ValueError, match="needs the head"):
+        NiN(include_head=False, test_time_flip=True)

@@ -606,6 +606,7 @@ def train(
             architecture=architecture or "fashion_mnist",
             use_batch_norm=recipe.use_batch_norm,
             head_final_activation=recipe.head_final_activation,
+            test_time_flip=recipe.test_time_flip,
             precision=recipe.precision,
             class_names=class_names,
         )

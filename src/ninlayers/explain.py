@@ -107,11 +107,18 @@ def class_activation_maps(
             "`images` must have shape (n, height, width, channels). "
             f"Received: images.shape={images.shape}"
         )
-    raw_maps, probs = class_map_model(model).predict(
-        images, batch_size=batch_size, verbose=0
-    )
+    mapper = class_map_model(model)
+    raw_maps, probs = mapper.predict(images, batch_size=batch_size, verbose=0)
     raw_maps = np.asarray(raw_maps, dtype="float32")
     probs = np.asarray(probs, dtype="float32")
+    if getattr(model, "test_time_flip", False):
+        # As the model predicts: the mean of the image's and its mirror's,
+        # the mirror's maps flipped back to the image's frame.
+        flipped_maps, flipped_probs = mapper.predict(
+            images[:, :, ::-1], batch_size=batch_size, verbose=0
+        )
+        raw_maps = (raw_maps + np.asarray(flipped_maps, "float32")[:, :, ::-1]) / 2
+        probs = (probs + np.asarray(flipped_probs, "float32")) / 2
     if class_index is None:
         chosen = probs.argmax(axis=-1)
     else:

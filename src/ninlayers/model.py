@@ -231,6 +231,10 @@ class NiN(keras.Model):
             ending at the last stage's feature map. Defaults to `True`.
         output_activation: str or `None`. `"softmax"` or `None` for logits.
             Defaults to `"softmax"`.
+        test_time_flip: bool. At inference (`training=False`: `predict`,
+            `evaluate`), average the outputs for each image and its mirror
+            image (horizontal flip), at twice the inference cost. Training is
+            unchanged. Defaults to `False`.
         gradient_clip_norm: float or `None`. Clip gradients to this global
             norm in `train_step`. Defaults to `None`.
         precision: str. `"auto"` (the fastest safe choice for this device, see
@@ -270,6 +274,7 @@ class NiN(keras.Model):
         include_head: bool = True,
         output_activation: str | None = "softmax",
         gradient_clip_norm: float | None = None,
+        test_time_flip: bool = False,
         precision: str = "auto",
         class_names: Sequence[str] | None = None,
         name: str = "nin",
@@ -303,6 +308,11 @@ class NiN(keras.Model):
             raise ValueError(
                 "`gradient_clip_norm` must be a positive number or None. "
                 f"Received: gradient_clip_norm={gradient_clip_norm!r}"
+            )
+        if test_time_flip and not include_head:
+            raise ValueError(
+                "`test_time_flip` averages class predictions and needs the "
+                "head. Received: test_time_flip=True with include_head=False"
             )
         explicit_dtype = kwargs.pop("dtype", None)
         policy = keras.dtype_policies.get(
@@ -384,6 +394,7 @@ class NiN(keras.Model):
         self.include_head = bool(include_head)
         self.output_activation = output_activation
         self.gradient_clip_norm = gradient_clip_norm
+        self.test_time_flip = bool(test_time_flip)
         self.precision = precision
         self.class_names = class_names
         self._explicit_dtype = explicit_dtype is not None
@@ -563,7 +574,13 @@ class NiN(keras.Model):
 
     def call(self, inputs, training=None, mask=None):
         _check_spatial_size(inputs.shape, self.minimum_input_size)
-        return super().call(inputs, training=training, mask=mask)
+        outputs = super().call(inputs, training=training, mask=mask)
+        if self.test_time_flip and not training:
+            mirrored = super().call(
+                keras.ops.flip(inputs, axis=2), training=training, mask=mask
+            )
+            outputs = (outputs + mirrored) / 2
+        return outputs
 
     def get_config(self) -> dict[str, Any]:
         config = {
@@ -580,6 +597,7 @@ class NiN(keras.Model):
             "include_head": self.include_head,
             "output_activation": self.output_activation,
             "gradient_clip_norm": self.gradient_clip_norm,
+            "test_time_flip": self.test_time_flip,
             "precision": self.precision,
             "class_names": self.class_names,
         }

@@ -147,6 +147,8 @@ class Recipe:
         augment: bool. Flips, shifts and random erasing on training batches.
         crop_padding: int. Largest random shift in pixels.
         erasing: float. Random-erasing probability.
+        test_time_flip: bool. Predict with the mean of each image's and its
+            mirror image's outputs (see `NiN`).
         validation_split: float. Share of the training data held out, taken
             from its end as Keras's `validation_split` does.
         precision: str. See `ninlayers.runtime.resolve_precision`.
@@ -166,6 +168,7 @@ class Recipe:
     augment: bool = False
     crop_padding: int = 2
     erasing: float = 0.0
+    test_time_flip: bool = False
     validation_split: float = 0.0
     precision: str = "auto"
 
@@ -223,6 +226,7 @@ RECIPES: dict[str, Recipe] = {
         augment=True,
         crop_padding=2,
         erasing=0.25,
+        test_time_flip=True,
     ),
 }
 
