@@ -231,10 +231,6 @@ class NiN(keras.Model):
             ending at the last stage's feature map. Defaults to `True`.
         output_activation: str or `None`. `"softmax"` or `None` for logits.
             Defaults to `"softmax"`.
-        test_time_flip: bool. At inference (`training=False`: `predict`,
-            `evaluate`), average the outputs for each image and its mirror
-            image (horizontal flip), at twice the inference cost. Training is
-            unchanged. Defaults to `False`.
         gradient_clip_norm: float or `None`. Clip gradients to this global
             norm in `train_step`. Defaults to `None`.
         precision: str. `"auto"` (the fastest safe choice for this device, see
@@ -244,6 +240,10 @@ class NiN(keras.Model):
         class_names: list of str or `None`. A name per class, kept in the
             config (and so in `.keras` files) for reading predictions.
             Defaults to `None`.
+        test_time_flip: bool. At inference (`training=False`: `predict`,
+            `evaluate`), average the outputs for each image and its mirror
+            image (horizontal flip), at twice the inference cost. Training is
+            unchanged. Defaults to `False`.
         name: str. Defaults to `"nin"`.
         **kwargs: Base model arguments (`dtype`, `trainable`).
 
@@ -274,9 +274,9 @@ class NiN(keras.Model):
         include_head: bool = True,
         output_activation: str | None = "softmax",
         gradient_clip_norm: float | None = None,
-        test_time_flip: bool = False,
         precision: str = "auto",
         class_names: Sequence[str] | None = None,
+        test_time_flip: bool = False,
         name: str = "nin",
         **kwargs: Any,
     ) -> None:

@@ -147,11 +147,11 @@ class Recipe:
         augment: bool. Flips, shifts and random erasing on training batches.
         crop_padding: int. Largest random shift in pixels.
         erasing: float. Random-erasing probability.
-        test_time_flip: bool. Predict with the mean of each image's and its
-            mirror image's outputs (see `NiN`).
         validation_split: float. Share of the training data held out, taken
             from its end as Keras's `validation_split` does.
         precision: str. See `ninlayers.runtime.resolve_precision`.
+        test_time_flip: bool. Predict with the mean of each image's and its
+            mirror image's outputs (see `NiN`).
     """
 
     name: str
@@ -168,9 +168,9 @@ class Recipe:
     augment: bool = False
     crop_padding: int = 2
     erasing: float = 0.0
-    test_time_flip: bool = False
     validation_split: float = 0.0
     precision: str = "auto"
+    test_time_flip: bool = False
 
     def __post_init__(self) -> None:
         _checks.positive_int("epochs", self.epochs)
