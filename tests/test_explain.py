@@ -88,9 +88,13 @@ def test_maps_of_a_flipping_model_are_what_it_predicts_from():
     x = np.random.default_rng(1).uniform(size=(3, 28, 28, 1)).astype("float32")
     maps, probs = explain.class_activation_maps(model, x)
     np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
+    _, mapper_probs = explain.class_map_model(model).predict(x, verbose=0)
+    np.testing.assert_allclose(mapper_probs, probs, atol=1e-6)
     # The shown map is the mean of the image's and the mirror's, flipped back.
-    raw, _ = explain.class_map_model(model).predict(x, verbose=0)
-    mirror, _ = explain.class_map_model(model).predict(x[:, :, ::-1], verbose=0)
+    plain = NiN(input_shape=(28, 28, 1), precision="float32")
+    plain.set_weights(model.get_weights())
+    raw, _ = explain.class_map_model(plain).predict(x, verbose=0)
+    mirror, _ = explain.class_map_model(plain).predict(x[:, :, ::-1], verbose=0)
     chosen = probs.argmax(-1)
     mean = (raw + mirror[:, :, ::-1]) / 2
     for i, c in enumerate(chosen):

@@ -54,7 +54,9 @@ def class_map_model(model: keras.Model) -> keras.Model:
 
     Returns:
         keras.Model with two outputs: the head's maps `(batch, h, w, classes)`
-        and the model's predictions `(batch, classes)`.
+        and the model's predictions `(batch, classes)`. For a model with
+        `test_time_flip`, both are, as its predictions, the mean of the
+        image's and its mirror image's (the mirror's maps flipped back).
 
     Raises:
         ValueError: if the model has no head, or its head's input is not a
@@ -64,13 +66,22 @@ def class_map_model(model: keras.Model) -> keras.Model:
     try:
         features = head.input
         maps = head.class_maps(features)
-        return keras.Model(model.inputs, [maps, model.outputs[0]])
+        mapper = keras.Model(model.inputs, [maps, model.outputs[0]])
     except (AttributeError, ValueError, TypeError) as error:
         raise ValueError(
             "Class activation maps need the head to be called in a functional "
             "or Sequential graph (NiN, keras.Model(inputs, outputs)). "
             f"Received: a {type(model).__name__} where that failed ({error})"
         ) from None
+    if not getattr(model, "test_time_flip", False):
+        return mapper
+    images = keras.Input(model.inputs[0].shape[1:])
+    maps, probs = mapper(images)
+    mirror_maps, mirror_probs = mapper(keras.ops.flip(images, axis=2))
+    return keras.Model(
+        images,
+        [(maps + keras.ops.flip(mirror_maps, axis=2)) / 2, (probs + mirror_probs) / 2],
+    )
 
 
 def class_activation_maps(
@@ -107,18 +118,11 @@ def class_activation_maps(
             "`images` must have shape (n, height, width, channels). "
             f"Received: images.shape={images.shape}"
         )
-    mapper = class_map_model(model)
-    raw_maps, probs = mapper.predict(images, batch_size=batch_size, verbose=0)
+    raw_maps, probs = class_map_model(model).predict(
+        images, batch_size=batch_size, verbose=0
+    )
     raw_maps = np.asarray(raw_maps, dtype="float32")
     probs = np.asarray(probs, dtype="float32")
-    if getattr(model, "test_time_flip", False):
-        # As the model predicts: the mean of the image's and its mirror's,
-        # the mirror's maps flipped back to the image's frame.
-        flipped_maps, flipped_probs = mapper.predict(
-            images[:, :, ::-1], batch_size=batch_size, verbose=0
-        )
-        raw_maps = (raw_maps + np.asarray(flipped_maps, "float32")[:, :, ::-1]) / 2
-        probs = (probs + np.asarray(flipped_probs, "float32")) / 2
     if class_index is None:
         chosen = probs.argmax(axis=-1)
     else:
