@@ -32,7 +32,8 @@ MODES = ("per-epoch", "one")
 def _child(mode: str, epochs: int, images: int) -> list[float]:
     import keras
 
-    from ninlayers import NiN, datasets
+    from ninlayers import NiN
+    from ninlayers.app import data as datasets
 
     (x, y), _ = datasets.load_fashion_mnist()
     x, y = x[:images], y[:images]

@@ -16,11 +16,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 
 import ninlayers  # noqa: E402
-from ninlayers import plots  # noqa: E402
+from ninlayers.app import data, plots  # noqa: E402
 
 
 def main(model_path: str | None, quick: bool, output: str) -> Path:
-    (x, y), (x_test, y_test) = ninlayers.datasets.load_fashion_mnist()
+    (x, y), (x_test, y_test) = data.load_fashion_mnist()
     x, x_test = x[..., None] / 255.0, x_test[..., None] / 255.0
     if model_path:
         model = keras.saving.load_model(model_path)
@@ -35,7 +35,7 @@ def main(model_path: str | None, quick: bool, output: str) -> Path:
         images,
         maps,
         probs,
-        ninlayers.datasets.CLASS_NAMES,
+        data.CLASS_NAMES,
         Path(output) / "cam.png",
         labels=y_test[:12],
     )

@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ninlayers import experiment  # noqa: E402
+from ninlayers import app  # noqa: E402
 
 
 def make_folder(root: Path, per_class: int) -> Path:
@@ -43,7 +43,7 @@ def main(images: str | None, quick: bool, output: str) -> dict:
         if images
         else make_folder(Path(output) / "images", 40 if quick else 200)
     )
-    metrics = experiment.train(
+    metrics = app.train(
         "default",
         Path(output) / "run",
         image_folder=folder,

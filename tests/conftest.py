@@ -1,6 +1,11 @@
-"""Shared test set-up: quiet TensorFlow, Hypothesis profiles, small specs."""
+"""Shared test set-up: quiet TensorFlow, Hypothesis profiles, a fixed seed."""
 
 import os
+import sys
+from pathlib import Path
+
+# tests/app/ imports `helpers` from here.
+sys.path.insert(0, str(Path(__file__).parent))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -23,12 +28,6 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-#: A two-stage trunk that trains in well under a second on 16x16 images.
-SMALL = [
-    {"filters": 8, "kernel_size": 3},
-    {"filters": 16, "kernel_size": 3},
-]
 
 
 @pytest.fixture(autouse=True)

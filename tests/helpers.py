@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,12 @@ import textwrap
 import keras
 import numpy as np
 import tensorflow as tf
+
+#: A two-stage trunk that trains in well under a second on 16x16 images.
+SMALL = [
+    {"filters": 8, "kernel_size": 3},
+    {"filters": 16, "kernel_size": 3},
+]
 
 
 def config_json(layer: keras.layers.Layer) -> str:
@@ -66,7 +73,7 @@ def run_python(code: str, timeout: float = 300) -> str:
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout

@@ -20,9 +20,7 @@ def test_v010_file_loads_and_predicts_the_same():
     model = keras.saving.load_model(MODEL)
     # The file says precision "auto": it computes in what this machine picks.
     same_policy = model.dtype_policy.name == str(expected["policy"])
-    assert same_policy == (
-        runtime.resolve_precision("auto") == str(expected["policy"])
-    )
+    assert same_policy == (runtime.resolve_precision("auto") == str(expected["policy"]))
     predictions = model.predict(fixture_images(), verbose=0)
     tolerance = 1e-6 if same_policy else 2e-2
     np.testing.assert_allclose(predictions, expected["predictions"], atol=tolerance)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import SMALL
+from helpers import SMALL
 from ninlayers import NiN, NiNBlock, NiNClassifierHead, explain
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import SMALL
+from helpers import SMALL
 from ninlayers import NiN, NiNBlock, NiNClassifierHead, export
 
 

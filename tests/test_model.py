@@ -10,8 +10,7 @@ import tensorflow as tf
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import SMALL
-from helpers import run_python
+from helpers import SMALL, run_python
 from ninlayers import ARCHITECTURES, BlockSpec, NiN, minimum_input_size
 
 

@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import SMALL
-from helpers import run_python
+from helpers import SMALL, run_python
 from ninlayers import NiN, NiNBlock, NiNClassifierHead
 
 USER_MODULE = textwrap.dedent(

@@ -1,8 +1,24 @@
-"""ninlayers: Network in Network as reusable Keras 3 layers and models."""
+"""ninlayers: Network in Network as reusable Keras 3 layers and models.
 
-__version__ = "0.1.0"
+The library: `NiNBlock`, `NiNClassifierHead`, `FusedBatchNormalization`, the
+`NiN` model, the loss and learning-rate schedule NiN models are compiled
+with, class activation maps (`ninlayers.explain`), export
+(`ninlayers.export`) and per-device choices (`ninlayers.runtime`).
 
-from ninlayers import datasets, errors, explain, runtime, training
+The `ninlayers` command and its Python functions (Fashion-MNIST and image
+folders, recipes, the trainer, pictures, the benchmark) live in the
+application, `ninlayers.app`, which this package never imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
+
+__version__ = "0.2.0"
+
+from ninlayers import errors, explain, export, runtime
 from ninlayers.errors import (
     DatasetError,
     ImageFileError,
@@ -11,17 +27,12 @@ from ninlayers.errors import (
     TrainingError,
 )
 from ninlayers.layers import FusedBatchNormalization, NiNBlock, NiNClassifierHead
+from ninlayers.losses import SparseSmoothedCrossentropy
 from ninlayers.model import ARCHITECTURES, BlockSpec, NiN, minimum_input_size
-from ninlayers.training import (
-    RECIPES,
-    OneCycleSchedule,
-    Recipe,
-    SparseSmoothedCrossentropy,
-)
+from ninlayers.schedules import OneCycleSchedule
 
 __all__ = [
     "ARCHITECTURES",
-    "RECIPES",
     "BlockSpec",
     "DatasetError",
     "FusedBatchNormalization",
@@ -32,14 +43,44 @@ __all__ = [
     "NiNClassifierHead",
     "NinLayersError",
     "OneCycleSchedule",
-    "Recipe",
     "SparseSmoothedCrossentropy",
     "TrainingError",
     "__version__",
-    "datasets",
     "errors",
     "explain",
+    "export",
     "minimum_input_size",
     "runtime",
-    "training",
 ]
+
+# Names that moved to the application in 0.2.0, reachable here with a
+# DeprecationWarning until 0.3.0: old module -> new module, and old
+# top-level names -> (module, attribute).
+_MOVED_MODULES = {
+    "benchmark": "ninlayers.app.benchmark",
+    "cli": "ninlayers.app.cli",
+    "datasets": "ninlayers.app.data",
+    "experiment": "ninlayers.app",
+    "plots": "ninlayers.app.plots",
+    "training": "ninlayers.app.recipes",
+}
+_MOVED_NAMES = {
+    "RECIPES": "ninlayers.app.recipes",
+    "Recipe": "ninlayers.app.recipes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_MODULES:
+        # Importing the old module path runs its shim, which warns.
+        return importlib.import_module(f"ninlayers.{name}")
+    if name in _MOVED_NAMES:
+        target = _MOVED_NAMES[name]
+        warnings.warn(
+            f"ninlayers.{name} moved to {target}.{name} in 0.2.0; the old name "
+            "goes in 0.3.0.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(target), name)
+    raise AttributeError(f"module 'ninlayers' has no attribute {name!r}")

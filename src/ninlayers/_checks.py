@@ -6,7 +6,9 @@ expected and ends with what was received, as Keras does.
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -47,8 +49,8 @@ def pair(name: str, value: Any) -> tuple[int, int]:
         ) from None
 
 
-def rate(name: str, value: Any) -> float:
-    """Returns a float in [0, 1), or raises."""
+def fraction(name: str, value: Any) -> float:
+    """Returns a float in [0, 1) (a rate, share or probability), or raises."""
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
@@ -58,6 +60,30 @@ def rate(name: str, value: Any) -> float:
             f"`{name}` must be a number in [0, 1). Received: {name}={value!r}"
         )
     return float(value)
+
+
+def positive_number(name: str, value: Any) -> float:
+    """Returns a finite number > 0 as a `float`, or raises."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(float(value))
+        or not float(value) > 0
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive number. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """Returns `value` if it is one of `choices`, or raises."""
+    if isinstance(value, bool) or value not in choices:
+        listed = ", ".join(repr(choice) for choice in choices)
+        raise ValueError(
+            f"`{name}` must be one of {listed}. Received: {name}={value!r}"
+        )
+    return value
 
 
 def padding(value: Any) -> str:

@@ -13,17 +13,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from ninlayers._utils import all_layers
 from ninlayers.layers import NiNClassifierHead
 
 __all__ = ["all_layers", "class_activation_maps", "class_map_model", "find_head"]
-
-
-def all_layers(model: keras.Model):
-    """Yields every layer of a model, and of the models nested in it, in order."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from all_layers(layer)
 
 
 def find_head(model: keras.Model) -> NiNClassifierHead:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import keras
 
-from ninlayers.explain import all_layers
+from ninlayers._utils import all_layers
 
 __all__ = ["export_saved_model", "float32_copy", "to_tflite"]
 

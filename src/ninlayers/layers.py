@@ -194,7 +194,7 @@ class NiNBlock(keras.layers.Layer):
         self.activation = _checks.activation("activation", activation)
         self.final_activation = bool(final_activation)
         self.use_batch_norm = bool(use_batch_norm)
-        self.batch_norm_momentum = _checks.rate(
+        self.batch_norm_momentum = _checks.fraction(
             "batch_norm_momentum", batch_norm_momentum
         )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

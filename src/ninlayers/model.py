@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from ninlayers import _checks, runtime
+from ninlayers import _checks, _keras_compat, runtime
 from ninlayers.layers import NiNBlock, NiNClassifierHead
 
 __all__ = ["ARCHITECTURES", "BlockSpec", "NiN", "minimum_input_size"]
@@ -53,7 +52,7 @@ class BlockSpec:
         if self.pool_size is not None:
             _checks.positive_int("pool_size", self.pool_size)
         _checks.positive_int("pool_strides", self.pool_strides)
-        _checks.rate("dropout", self.dropout)
+        _checks.fraction("dropout", self.dropout)
 
     def to_config(self) -> dict[str, Any]:
         """Returns the spec as a JSON-serialisable dict."""
@@ -90,31 +89,27 @@ class BlockSpec:
         )
 
 
-_POOL = {"pool_size": 3, "pool_strides": 2}
-
-#: Named architectures: trunk specs, head kernel size, default input shape.
+#: Named architectures: the trunk's stages and the default input shape.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
-    # The seed's Fashion-MNIST network: 1,588,198 parameters with 10 classes.
+    # The classic Fashion-MNIST NiN (96-256-384): 1,588,198 parameters with
+    # 10 classes.
     "fashion_mnist": {
-        "blocks": (
-            BlockSpec(96, 3, **_POOL),
-            BlockSpec(256, 3, **_POOL),
-            BlockSpec(384, 3, **_POOL),
-        ),
-        "head_kernel_size": 3,
+        "blocks": (BlockSpec(96, 3), BlockSpec(256, 3), BlockSpec(384, 3)),
         "input_shape": (28, 28, 1),
     },
     # The paper's ImageNet-style network, as in d2l's NiN chapter.
     "imagenet": {
         "blocks": (
-            BlockSpec(96, 11, strides=4, padding="valid", **_POOL),
-            BlockSpec(256, 5, **_POOL),
-            BlockSpec(384, 3, dropout=0.5, **_POOL),
+            BlockSpec(96, 11, strides=4, padding="valid"),
+            BlockSpec(256, 5),
+            BlockSpec(384, 3, dropout=0.5),
         ),
-        "head_kernel_size": 3,
         "input_shape": (224, 224, 3),
     },
 }
+
+#: The input shape of a NiN built from a list of block specs without one.
+DEFAULT_INPUT_SHAPE = ARCHITECTURES["fashion_mnist"]["input_shape"]
 
 
 def _resolve_blocks(architecture: str | Sequence[Any]) -> tuple[BlockSpec, ...]:
@@ -179,13 +174,7 @@ def _logs_for_reduction(logs: dict[str, Any]) -> dict[str, Any]:
     the scalar mean over the replicas. Other strategies get the logs as they
     are. Reported upstream as tensorflow/tensorflow#72388.
     """
-    strategy = tf.distribute.get_strategy()
-    in_multi_worker_mode = getattr(
-        strategy.extended, "_in_multi_worker_mode", lambda: False
-    )
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
-        in_multi_worker_mode()
-    ):
+    if _keras_compat.in_multi_worker_mode(tf.distribute.get_strategy()):
         return {name: tf.reshape(value, [1]) for name, value in logs.items()}
     return logs
 
@@ -200,7 +189,7 @@ class NiN(keras.Model):
     dense layers, so the parameter count does not depend on the input size,
     and the head's class maps show where each class was seen.
 
-    The default is the seed's Fashion-MNIST network (blocks of 96, 256 and 384
+    The default is the classic Fashion-MNIST NiN (blocks of 96, 256 and 384
     filters, 3x3; 1,588,198 parameters); `architecture="imagenet"` gives the
     paper's 224x224 network (11x11/4, 5x5, 3x3, dropout 0.5).
 
@@ -213,7 +202,8 @@ class NiN(keras.Model):
         num_classes: int. Number of classes. Defaults to `10`.
         input_shape: tuple of 3 ints (spatial ones may be `None`) or `None`.
             `None` takes the architecture's shape: `(28, 28, 1)` for the
-            default, `(224, 224, 3)` for `"imagenet"`. Defaults to `None`.
+            default, `(224, 224, 3)` for `"imagenet"`, `DEFAULT_INPUT_SHAPE`
+            for a list of block specs. Defaults to `None`.
         architecture: str or list of `BlockSpec` (or dicts of their fields).
             One of `ARCHITECTURES` or the trunk's stages. Defaults to
             `"fashion_mnist"`.
@@ -224,7 +214,7 @@ class NiN(keras.Model):
         use_batch_norm: bool. Batch norm after every convolution (TensorFlow's
             fused kernel). Defaults to `False`.
         head_final_activation: bool. Whether the class maps pass through the
-            activation, as in the paper and the seed. `False` makes the head's
+            activation, as in the paper. `False` makes the head's
             last 1x1 convolution a linear projection (logits that can be
             negative), which trains faster with batch norm. Defaults to `True`.
         include_head: bool. `False` gives the trunk alone, a feature extractor
@@ -232,11 +222,15 @@ class NiN(keras.Model):
         output_activation: str or `None`. `"softmax"` or `None` for logits.
             Defaults to `"softmax"`.
         gradient_clip_norm: float or `None`. Clip gradients to this global
-            norm in `train_step`. Defaults to `None`.
+            norm in `train_step`. Unlike the optimizer's `global_clipnorm`,
+            which under `tf.distribute` clips each replica's part, the norm is
+            taken over the all-reduced gradient. Defaults to `None`.
         precision: str. `"auto"` (the fastest safe choice for this device, see
             `ninlayers.runtime.resolve_precision`), `"float32"`,
             `"mixed_bfloat16"` or `"mixed_float16"`. A `dtype` argument
-            overrides it. Defaults to `"auto"`.
+            overrides it. The config (and so a `.keras` file) records the
+            resolved dtype policy, so a saved model computes the same way on
+            every machine. Defaults to `"auto"`.
         class_names: list of str or `None`. A name per class, kept in the
             config (and so in `.keras` files) for reading predictions.
             Defaults to `None`.
@@ -290,7 +284,7 @@ class NiN(keras.Model):
                 if isinstance(architecture, str)
                 else None
             )
-            input_shape = preset["input_shape"] if preset else (28, 28, 1)
+            input_shape = preset["input_shape"] if preset else DEFAULT_INPUT_SHAPE
         input_shape = _check_input_shape(input_shape, blocks)
         if class_names is not None:
             class_names = [str(c) for c in class_names]
@@ -299,15 +293,9 @@ class NiN(keras.Model):
                     f"`class_names` must have one name per class ({num_classes}). "
                     f"Received: class_names={class_names!r}"
                 )
-        if gradient_clip_norm is not None and not (
-            isinstance(gradient_clip_norm, (int, float))
-            and not isinstance(gradient_clip_norm, bool)
-            and gradient_clip_norm > 0
-            and math.isfinite(gradient_clip_norm)
-        ):
-            raise ValueError(
-                "`gradient_clip_norm` must be a positive number or None. "
-                f"Received: gradient_clip_norm={gradient_clip_norm!r}"
+        if gradient_clip_norm is not None:
+            gradient_clip_norm = _checks.positive_number(
+                "gradient_clip_norm", gradient_clip_norm
             )
         if test_time_flip and not include_head:
             raise ValueError(
@@ -320,39 +308,18 @@ class NiN(keras.Model):
         )
 
         # === Layers ===
-        self.stages = []
-        for index, spec in enumerate(blocks):
-            stage = [
-                NiNBlock(
-                    spec.filters,
-                    spec.kernel_size,
-                    strides=spec.strides,
-                    padding=spec.padding,
-                    num_mlp_layers=num_mlp_layers,
-                    activation=activation,
-                    use_batch_norm=use_batch_norm,
-                    name=f"block{index + 1}",
-                    dtype=policy,
-                )
-            ]
-            if spec.pool_size is not None:
-                stage.append(
-                    keras.layers.MaxPooling2D(
-                        spec.pool_size,
-                        spec.pool_strides,
-                        name=f"pool{index + 1}",
-                        dtype=policy,
-                    )
-                )
-            if spec.dropout:
-                stage.append(
-                    keras.layers.Dropout(
-                        spec.dropout, name=f"dropout{index + 1}", dtype=policy
-                    )
-                )
-            self.stages.append(stage)
-        self.head = (
-            NiNClassifierHead(
+        # Kept as locals: the functional graph tracks them, and `head` and
+        # `forward_features` find them in it (no layer attribute is set
+        # before `super().__init__`).
+        stages = [
+            _stage_layers(
+                index, spec, num_mlp_layers, activation, use_batch_norm, policy
+            )
+            for index, spec in enumerate(blocks)
+        ]
+        head = None
+        if include_head:
+            head = NiNClassifierHead(
                 num_classes,
                 head_kernel_size,
                 num_mlp_layers=num_mlp_layers,
@@ -363,17 +330,14 @@ class NiN(keras.Model):
                 name="head",
                 dtype=policy,
             )
-            if include_head
-            else None
-        )
 
         # === Functional model ===
         inputs = keras.Input(shape=input_shape, name="images")
         x = inputs
-        for stage in self.stages:
+        for stage in stages:
             for layer in stage:
                 x = layer(x)
-        outputs = self.head(x) if self.head is not None else x
+        outputs = head(x) if head is not None else x
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         # Functional models ignore `dtype`; compile() reads the policy to add
         # loss scaling under mixed_float16.
@@ -397,14 +361,18 @@ class NiN(keras.Model):
         self.test_time_flip = bool(test_time_flip)
         self.precision = precision
         self.class_names = class_names
-        self._explicit_dtype = explicit_dtype is not None
         self.minimum_input_size = minimum_input_size(blocks)
         self.gradient_norm_tracker = keras.metrics.Mean(name="gradient_norm")
 
     # --- Features and head, as timm splits them ---
 
+    @property
+    def head(self) -> NiNClassifierHead | None:
+        """The `NiNClassifierHead`, or `None` with `include_head=False`."""
+        return self.get_layer("head") if self.include_head else None
+
     def forward_features(self, images, training: bool | None = None):
-        """Runs the trunk: every stage, without the head.
+        """Runs the trunk: the model's own graph up to the head's input.
 
         Args:
             images: 4D tensor of images.
@@ -413,11 +381,9 @@ class NiN(keras.Model):
         Returns:
             4D tensor, the feature map the head classifies.
         """
-        x = images
-        for stage in self.stages:
-            for layer in stage:
-                x = layer(x, training=training)
-        return x
+        _check_spatial_size(images.shape, self.minimum_input_size)
+        features = self.head.input if self.include_head else self.outputs[0]
+        return keras.Model(self.input, features)(images, training=training)
 
     def forward_head(self, features, training: bool | None = None):
         """Runs the head on a feature map from `forward_features`.
@@ -498,7 +464,7 @@ class NiN(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         # Keras's own loss tracker, so `loss` appears in the logs as usual.
-        self._loss_tracker.update_state(
+        _keras_compat.loss_tracker(self).update_state(
             loss * replicas, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
         )
         variables = self.trainable_variables
@@ -526,15 +492,7 @@ class NiN(keras.Model):
         """
         strategy = getattr(self, "_distribute_strategy", None)
         if iterator is not None and strategy is not None:
-
-            def first_local(value):
-                if isinstance(value, tf.distribute.DistributedValues):
-                    return strategy.experimental_local_results(value)[0]
-                return value
-
-            for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(first_local, next(batches))
-                break
+            data_batch = _keras_compat.first_local_batch(iterator, strategy)
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
@@ -600,9 +558,10 @@ class NiN(keras.Model):
             "test_time_flip": self.test_time_flip,
             "precision": self.precision,
             "class_names": self.class_names,
+            # The resolved policy, always: "auto" alone would compute in
+            # another precision on another machine.
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
-        if self._explicit_dtype:
-            config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)
         return config
 
     @classmethod
@@ -641,3 +600,38 @@ def _check_spatial_size(shape: Sequence[Any], minimum: int) -> None:
                 "convolutions and 3x3/2 max pooling before reaching the head. "
                 f"Received: input shape {tuple(shape)}"
             )
+
+
+def _stage_layers(
+    index: int,
+    spec: BlockSpec,
+    num_mlp_layers: int,
+    activation: str,
+    use_batch_norm: bool,
+    policy: keras.DTypePolicy,
+) -> list[keras.layers.Layer]:
+    """The layers of one trunk stage: a `NiNBlock`, pooling, dropout."""
+    layers: list[keras.layers.Layer] = [
+        NiNBlock(
+            spec.filters,
+            spec.kernel_size,
+            strides=spec.strides,
+            padding=spec.padding,
+            num_mlp_layers=num_mlp_layers,
+            activation=activation,
+            use_batch_norm=use_batch_norm,
+            name=f"block{index + 1}",
+            dtype=policy,
+        )
+    ]
+    if spec.pool_size is not None:
+        layers.append(
+            keras.layers.MaxPooling2D(
+                spec.pool_size, spec.pool_strides, name=f"pool{index + 1}", dtype=policy
+            )
+        )
+    if spec.dropout:
+        layers.append(
+            keras.layers.Dropout(spec.dropout, name=f"dropout{index + 1}", dtype=policy)
+        )
+    return layers

@@ -1,11 +1,11 @@
-"""Per-device choices: numeric precision and XLA compilation.
+"""Per-device choices: numeric precision, XLA, `tf.distribute` strategies.
 
-Measured on the 2-core CPU this project runs on (AVX512-BF16, no AMX; seed
-network, batch 64): `mixed_bfloat16` trains about 2x faster than float32
-(oneDNN runs bfloat16 convolutions on AVX512-BF16 dot products) and XLA
-(`jit_compile=True`) about 2x slower. On
-NVIDIA GPUs float16 with loss scaling and XLA are the fast choices. The
-functions here encode that, and every choice can be overridden.
+On a CPU with bfloat16 dot products (AVX512-BF16 or AMX), `mixed_bfloat16`
+trains NiN about twice as fast as float32 at the same accuracy, and XLA on
+TensorFlow is slower than its oneDNN kernels; on NVIDIA GPUs with tensor
+cores, float16 with loss scaling and XLA are the fast choices
+(docs/performance.md has the measurements). The functions here encode that,
+and every choice can be overridden.
 """
 
 from __future__ import annotations
@@ -14,15 +14,22 @@ import functools
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import keras
+
+from ninlayers import _checks
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 __all__ = [
     "PRECISIONS",
     "STRATEGIES",
     "get_strategy",
     "is_chief",
+    "strategy_name",
+    "task_dir_name",
     "cpu_supports_bfloat16",
     "gpu_compute_capabilities",
     "resolve_jit_compile",
@@ -98,11 +105,7 @@ def resolve_precision(precision: str = "auto") -> str:
     """
     if precision == "auto":
         precision = os.environ.get(_ENV_PRECISION, "auto")
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"`precision` must be one of {', '.join(map(repr, PRECISIONS))}. "
-            f"Received: precision={precision!r}"
-        )
+    _checks.one_of("precision", precision, PRECISIONS)
     if precision != "auto":
         return precision
     capabilities = gpu_compute_capabilities()
@@ -117,7 +120,7 @@ def resolve_jit_compile(jit_compile: bool | str = "auto") -> bool:
     """Turns an XLA choice into `True` or `False`.
 
     `"auto"` turns XLA on where a GPU is visible and off on CPU-only machines,
-    where XLA measured about 2x slower than TensorFlow's oneDNN kernels.
+    where XLA is slower than TensorFlow's oneDNN kernels for NiN.
 
     Args:
         jit_compile: bool or `"auto"`. Defaults to `"auto"`.
@@ -134,7 +137,7 @@ def resolve_jit_compile(jit_compile: bool | str = "auto") -> bool:
         return jit_compile
     if jit_compile != "auto":
         raise ValueError(
-            "`jit_compile` must be True, False or 'auto'. "
+            "`jit_compile` must be one of True, False, 'auto'. "
             f"Received: jit_compile={jit_compile!r}"
         )
     if keras.backend.backend() != "tensorflow":
@@ -142,7 +145,9 @@ def resolve_jit_compile(jit_compile: bool | str = "auto") -> bool:
     return bool(gpu_compute_capabilities())
 
 
-def get_strategy(strategy: str = "auto", devices: Sequence[str] | None = None) -> Any:
+def get_strategy(
+    strategy: str = "auto", devices: Sequence[str] | None = None
+) -> tf.distribute.Strategy:
     """Returns a `tf.distribute` strategy by name.
 
     - `"default"`: TensorFlow's default strategy (one device);
@@ -170,11 +175,7 @@ def get_strategy(strategy: str = "auto", devices: Sequence[str] | None = None) -
     """
     import tensorflow as tf
 
-    if strategy not in STRATEGIES:
-        raise ValueError(
-            f"`strategy` must be one of {', '.join(map(repr, STRATEGIES))}. "
-            f"Received: strategy={strategy!r}"
-        )
+    _checks.one_of("strategy", strategy, STRATEGIES)
     if strategy == "auto":
         gpus = tf.config.list_logical_devices("GPU")
         strategy = "mirrored" if len(gpus) > 1 else "default"
@@ -201,18 +202,55 @@ def is_chief() -> bool:
     >>> is_chief()
     True
     """
-    config = os.environ.get("TF_CONFIG")
-    if not config:
+    parsed = _tf_config()
+    if parsed is None:
         return True
-    try:
-        parsed = json.loads(config)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"TF_CONFIG must be JSON. Received: TF_CONFIG={config!r} ({error})"
-        ) from None
     task = parsed.get("task", {})
     kind, index = task.get("type", "worker"), int(task.get("index", 0))
     if kind == "chief":
         return True
     has_chief = "chief" in parsed.get("cluster", {})
     return kind == "worker" and index == 0 and not has_chief
+
+
+def _tf_config() -> dict | None:
+    """The parsed `TF_CONFIG`, or `None` when it is unset."""
+    config = os.environ.get("TF_CONFIG")
+    if not config:
+        return None
+    try:
+        return json.loads(config)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"TF_CONFIG must be JSON. Received: TF_CONFIG={config!r} ({error})"
+        ) from None
+
+
+def task_dir_name() -> str | None:
+    """A non-chief task's own directory name (`".worker-1"`), `None` for the
+    chief: where a worker keeps its files inside a run's output directory.
+
+    Example:
+
+    >>> task_dir_name() is None
+    True
+    """
+    if is_chief():
+        return None
+    task = (_tf_config() or {}).get("task", {})
+    return f".{task.get('type', 'worker')}-{task.get('index', 0)}"
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The strategy's public class name (TensorFlow's classes are aliases).
+
+    Example:
+
+    >>> strategy_name(get_strategy("default"))
+    'DefaultDistributionStrategy'
+    """
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__.lstrip("_")

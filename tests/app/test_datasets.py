@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ninlayers import datasets
+from ninlayers.app import data as datasets
 from ninlayers.errors import DatasetError
 
 STEMS = list(datasets.FILES)

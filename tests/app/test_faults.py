@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from ninlayers import NiN, experiment
+from ninlayers import NiN
+from ninlayers.app import artifacts, trainer
 from ninlayers.errors import TrainingError
 
 TRAIN = [
@@ -89,15 +90,13 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_epoch(
             return {}
 
     monkeypatch.setattr(
-        experiment,
+        trainer,
         "build_optimizer",
         lambda recipe, steps: keras.optimizers.SGD(Explodes()),
     )
     out = tmp_path / "run"
     with pytest.raises(TrainingError) as info:
-        experiment.train(
-            "seed", out, epochs=3, train_limit=320, test_limit=50, verbose=0
-        )
+        trainer.train("seed", out, epochs=3, train_limit=320, test_limit=50, verbose=0)
     message = str(info.value)
     assert "epoch 2" in message and "backup" in message
     assert not (out / "model.keras").exists()
@@ -116,7 +115,7 @@ def test_atomic_save_keeps_the_previous_file_when_saving_fails(tmp_path, monkeyp
     model = NiN(
         input_shape=(16, 16, 1), architecture=[{"filters": 4, "kernel_size": 3}]
     )
-    experiment.save_model_atomically(model, path)
+    artifacts.save_model_atomically(model, path)
     before = path.read_bytes()
 
     def crash(self, filepath, *args, **kwargs):
@@ -126,7 +125,7 @@ def test_atomic_save_keeps_the_previous_file_when_saving_fails(tmp_path, monkeyp
 
     monkeypatch.setattr(keras.Model, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        experiment.save_model_atomically(model, path)
+        artifacts.save_model_atomically(model, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ninlayers import cli, experiment
+from ninlayers import app
+from ninlayers.app import cli
 
 
 def run_cli(*args, timeout=600):
@@ -74,7 +75,7 @@ def test_train_writes_every_artifact(trained):
 def test_metrics_accuracy_equals_reloaded_model_evaluation(trained):
     out, _ = trained
     metrics = json.loads((out / "metrics.json").read_text())
-    scores = experiment.evaluate(out / "model.keras", limit=300)
+    scores = app.evaluate(out / "model.keras", limit=300)
     assert scores["accuracy"] == metrics["test"]["accuracy"]
     assert scores["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-6)
     result = run_cli("evaluate", out / "model.keras", "--limit", "300")
@@ -124,7 +125,7 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys):
     with pytest.raises(Exception, match="not a .keras archive"):
         cli.main(["--debug", "evaluate", str(not_zip)])
     with pytest.raises(Exception, match="not an image"):
-        experiment.load_images([not_image])
+        app.load_images([not_image])
 
 
 def test_argument_errors_exit_2(capsys):
@@ -150,7 +151,7 @@ def test_train_makes_no_new_iterator_per_epoch(tmp_path, monkeypatch):
             return original(self)
 
         monkeypatch.setattr(tf.data.Dataset, "__iter__", spy)
-        metrics = experiment.train(
+        metrics = app.train(
             "default",
             tmp_path / str(epochs),
             epochs=epochs,

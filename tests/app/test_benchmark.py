@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from ninlayers import NiN, benchmark, cli
-from ninlayers.benchmark import seed_model
+from ninlayers import NiN
+from ninlayers.app import benchmark, cli
+from ninlayers.app.benchmark import seed_model
 
 
 def test_seed_model_is_the_same_network_as_nin_default():
@@ -54,14 +55,17 @@ def test_torch_peer_runs_each_epoch_in_its_own_process(monkeypatch, tmp_path):
     log = tmp_path / "epochs.txt"
     monkeypatch.setattr(
         benchmark,
-        "_TORCH_WORKER",
-        "import sys, numpy as np\n"
-        "data = np.load(sys.argv[1])\n"
-        "assert data['x'].shape == (8, 28, 28, 1) and sys.argv[2] == '4'\n"
-        "print('ready', flush=True)\n"
-        "for line in sys.stdin:\n"
-        f"    open({str(log)!r}, 'a').write(line)\n"
-        "    print(0.5, flush=True)\n",
+        "_TORCH_PEER",
+        [
+            "-c",
+            "import sys, numpy as np\n"
+            "data = np.load(sys.argv[1])\n"
+            "assert data['x'].shape == (8, 28, 28, 1) and sys.argv[2] == '4'\n"
+            "print('ready', flush=True)\n"
+            "for line in sys.stdin:\n"
+            f"    open({str(log)!r}, 'a').write(line)\n"
+            "    print(0.5, flush=True)\n",
+        ],
     )
     x = np.zeros((8, 28, 28, 1), "float32")
     peer = benchmark._TorchPeer(x, np.zeros(8, "int64"), 4)

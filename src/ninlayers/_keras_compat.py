@@ -1,0 +1,84 @@
+"""Every use of a private Keras or TensorFlow internal, in one place.
+
+ninlayers needs three internals, each to work around a Keras 3 limitation
+under `tf.distribute` (docs/distributed.md). Each accessor fails loudly,
+naming the Keras version, if an upgrade removes what it relies on, and
+tests/test_keras_compat.py checks that each one still exists.
+
+- `Model._maybe_symbolic_build(iterator, data_batch)`: the TensorFlow
+  trainer's hook that builds metrics and optimizer from the first batch.
+  NiN overrides it because the trainer reduces a distributed batch in a way
+  `MultiWorkerMirroredStrategy` refuses.
+- `Model._loss_tracker`: the `Mean` metric behind the `loss` log, which a
+  custom `train_step` updates to log the loss as Keras's own step does.
+- `MultiWorkerMirroredStrategy.extended._in_multi_worker_mode()`: whether a
+  strategy spans several workers (the only case whose logs need a shape).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import keras
+
+#: Keras versions this module was checked against.
+TESTED_KERAS = "3.15"
+
+SYMBOLIC_BUILD = "_maybe_symbolic_build"
+
+
+def _missing(what: str) -> RuntimeError:
+    return RuntimeError(
+        f"ninlayers relies on the Keras internal {what}, which Keras "
+        f"{keras.__version__} does not have (checked with Keras {TESTED_KERAS}). "
+        "Install a Keras version ninlayers supports, or report this."
+    )
+
+
+def check_symbolic_build_hook() -> None:
+    """Raises if `keras.Model` lacks `_maybe_symbolic_build(iterator, data_batch)`."""
+    hook = getattr(keras.Model, SYMBOLIC_BUILD, None)
+    if hook is None:
+        raise _missing(f"Model.{SYMBOLIC_BUILD}")
+    parameters = inspect.signature(hook).parameters
+    if not {"iterator", "data_batch"} <= set(parameters):
+        raise _missing(f"Model.{SYMBOLIC_BUILD}(iterator, data_batch)")
+
+
+def first_local_batch(iterator: Any, strategy: Any) -> Any:
+    """Returns the first local replica's part of the trainer's next batch.
+
+    `iterator` is what the TensorFlow trainer passes to
+    `_maybe_symbolic_build`: it yields `(step, size, batches)` triples.
+    """
+    import tensorflow as tf
+
+    def first_local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    for _, _, batches in iterator:
+        return tf.nest.map_structure(first_local, next(batches))
+    return None
+
+
+def loss_tracker(model: keras.Model) -> keras.metrics.Mean:
+    """Returns the metric behind a compiled model's `loss` log."""
+    tracker = getattr(model, "_loss_tracker", None)
+    if not isinstance(tracker, keras.metrics.Mean):
+        raise _missing("Model._loss_tracker (a keras.metrics.Mean once compiled)")
+    return tracker
+
+
+def in_multi_worker_mode(strategy: Any) -> bool:
+    """Returns whether a `tf.distribute` strategy spans several workers."""
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    method = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    if method is None:
+        raise _missing("MultiWorkerMirroredStrategy.extended._in_multi_worker_mode")
+    return bool(method())

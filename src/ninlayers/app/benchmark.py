@@ -1,0 +1,250 @@
+"""`ninlayers benchmark`: a plain Keras NiN against ninlayers' defaults.
+
+One run times, on the same data slice and alternating between them, the
+classic NiN tutorial's model and recipe ("the seed": a Sequential model,
+float32, `fit` and `predict` with Keras's defaults) and ninlayers' default
+path (`NiN()`, `compile()` with its defaults, `fit`, `predict`), and reports
+images/s and the ratios. Speed is never asserted in tests: this prints
+figures. benchmarks/ at the repository root holds the scripts behind
+docs/measurements.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from ninlayers.model import NiN
+
+__all__ = ["run_benchmark", "seed_model"]
+
+
+def seed_model() -> keras.Sequential:
+    """The classic NiN tutorial's model, as plain Keras layers, in float32.
+
+    Three NiN blocks of 96, 256 and 384 filters (a 3x3 convolution and two
+    1x1, ReLU), each followed by 3x3/2 max pooling, a 10-channel block, global
+    average pooling and softmax: 1,588,198 parameters.
+
+    Returns:
+        keras.Sequential, compiled as the tutorial compiles it (Adam 1e-3,
+        sparse categorical cross-entropy, accuracy).
+    """
+
+    def block(filters: int, kernel: int) -> list[keras.layers.Layer]:
+        return [
+            keras.layers.Conv2D(
+                filters, kernel, padding="same", activation="relu", dtype="float32"
+            ),
+            keras.layers.Conv2D(filters, 1, activation="relu", dtype="float32"),
+            keras.layers.Conv2D(filters, 1, activation="relu", dtype="float32"),
+        ]
+
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1))]
+        + block(96, 3)
+        + [keras.layers.MaxPooling2D(3, 2, dtype="float32")]
+        + block(256, 3)
+        + [keras.layers.MaxPooling2D(3, 2, dtype="float32")]
+        + block(384, 3)
+        + [keras.layers.MaxPooling2D(3, 2, dtype="float32")]
+        + block(10, 3)
+        + [
+            keras.layers.GlobalAveragePooling2D(dtype="float32"),
+            keras.layers.Activation("softmax", dtype="float32"),
+        ],
+        name="seed_nin",
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _ninlayers_model() -> keras.Model:
+    model = NiN()
+    model.compile()
+    return model
+
+
+def _time(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+#: How the PyTorch peer's process is started (after the Python executable).
+_TORCH_PEER = ["-m", "ninlayers.app._torch_peer"]
+
+
+class _TorchPeer:
+    """PyTorch's eager NiN (bfloat16 autocast) in a child process
+    (`ninlayers.app._torch_peer`).
+
+    Calling the peer trains one epoch there and returns when it is done.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory(prefix="ninlayers-bench-")
+        data = f"{self._dir.name}/data.npz"
+        np.savez(data, x=x, y=y)
+        self._process = subprocess.Popen(
+            [sys.executable, *_TORCH_PEER, data, str(batch_size)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if self._process.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError("The PyTorch benchmark process did not start.")
+
+    def __call__(self) -> float:
+        self._process.stdin.write("epoch\n")
+        self._process.stdin.flush()
+        reply = self._process.stdout.readline()
+        if not reply:
+            raise RuntimeError("The PyTorch benchmark process ended early.")
+        return float(reply)
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            self._process.wait(timeout=60)
+        self._dir.cleanup()
+
+
+def _torch_peer(x: np.ndarray, y: np.ndarray, batch_size: int) -> _TorchPeer | None:
+    """PyTorch eager NiN with bfloat16 autocast, when torch is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    return _TorchPeer(x, y, batch_size)
+
+
+def run_benchmark(
+    images: int = 2048,
+    repeats: int = 3,
+    batch_size: int = 64,
+    with_torch: bool = True,
+    print_fn: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Times training and inference of the seed and of ninlayers' defaults.
+
+    Both paths get the same `images` images (Fashion-MNIST's first training
+    images when it is found, random ones otherwise). Each repeat runs, in
+    turn, one `fit` epoch of each, then one `predict` of each; the first
+    epoch and predict of each model are warm-up and not timed. The figures
+    are medians over the repeats.
+
+    Args:
+        images: int. Images per timed epoch. Defaults to `2048`.
+        repeats: int. Timed rounds. Defaults to `3`.
+        batch_size: int. Training batch size of both. Defaults to `64`.
+        with_torch: bool. Add PyTorch's eager NiN (bfloat16 autocast) as a
+            peer when torch is installed. Defaults to `True`.
+        print_fn: callable or `None`. Where the table goes.
+
+    Returns:
+        dict: images/s per path for `train` and `predict` (medians), every
+        timed repeat in seconds, and the ratios of ninlayers (and torch) to
+        the seed.
+    """
+    from ninlayers import runtime
+    from ninlayers.app import data
+    from ninlayers.errors import DatasetError
+
+    try:
+        (x, y), _ = data.load_fashion_mnist()
+        x, y, source = x[:images], y[:images], "Fashion-MNIST"
+    except DatasetError:
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (images, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, images)
+        source = "random images"
+    x = (x.astype("float32") / 255.0)[..., None]
+
+    models = {"seed": seed_model(), "ninlayers": _ninlayers_model()}
+    train_fns = {
+        name: (lambda m=m: m.fit(x, y, batch_size=batch_size, epochs=1, verbose=0))
+        for name, m in models.items()
+    }
+    predict_fns = {
+        name: (lambda m=m: m.predict(x, verbose=0)) for name, m in models.items()
+    }
+    torch_peer = _torch_peer(x, y, batch_size) if with_torch else None
+    if torch_peer is not None:
+        train_fns["torch_bf16_eager"] = torch_peer
+
+    train_s: dict[str, list[float]] = {name: [] for name in train_fns}
+    predict_s: dict[str, list[float]] = {name: [] for name in predict_fns}
+    try:
+        for fn in (*train_fns.values(), *predict_fns.values()):  # warm-up
+            fn()
+        for _ in range(repeats):
+            for name, fn in train_fns.items():
+                train_s[name].append(_time(fn))
+            for name, fn in predict_fns.items():
+                predict_s[name].append(_time(fn))
+    finally:
+        if torch_peer is not None:
+            torch_peer.close()
+
+    train = {k: images / statistics.median(v) for k, v in train_s.items()}
+    predict = {k: images / statistics.median(v) for k, v in predict_s.items()}
+    result = {
+        "images": images,
+        "repeats": repeats,
+        "batch_size": batch_size,
+        "data": source,
+        "ninlayers_precision": models["ninlayers"].dtype_policy.name,
+        "ninlayers_jit_compile": bool(models["ninlayers"].jit_compile),
+        "cpu_bfloat16": runtime.cpu_supports_bfloat16(),
+        "train_images_per_second": train,
+        "predict_images_per_second": predict,
+        "train_seconds": train_s,
+        "predict_seconds": predict_s,
+        "train_ratio": {k: v / train["seed"] for k, v in train.items()},
+        "predict_ratio": {k: v / predict["seed"] for k, v in predict.items()},
+    }
+    if "torch_bf16_eager" in train:
+        result["train_ratio_vs_torch"] = train["ninlayers"] / train["torch_bf16_eager"]
+    if print_fn is not None:
+        print_fn(format_result(result))
+    return result
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """Formats `run_benchmark`'s result as a table."""
+    lines = [
+        f"{result['images']} {result['data']}, batch {result['batch_size']}, "
+        f"median of {result['repeats']}; ninlayers precision "
+        f"{result['ninlayers_precision']}, XLA {result['ninlayers_jit_compile']}",
+        f"{'path':<18} {'train img/s':>12} {'x seed':>7} "
+        f"{'predict img/s':>14} {'x seed':>7}",
+    ]
+    for name, rate in result["train_images_per_second"].items():
+        predict = result["predict_images_per_second"].get(name)
+        p_text = (
+            f"{predict:14.0f} {result['predict_ratio'][name]:7.2f}" if predict else ""
+        )
+        lines.append(
+            f"{name:<18} {rate:12.0f} {result['train_ratio'][name]:7.2f} {p_text}"
+        )
+    if "train_ratio_vs_torch" in result:
+        lines.append(
+            f"ninlayers / torch bf16 eager, training: "
+            f"{result['train_ratio_vs_torch']:.2f}x"
+        )
+    return "\n".join(lines)

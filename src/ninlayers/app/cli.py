@@ -1,0 +1,266 @@
+"""The `ninlayers` command: a thin shell over `ninlayers.app`.
+
+    ninlayers train [--recipe default|seed] [--output DIR] ...
+    ninlayers evaluate MODEL
+    ninlayers predict MODEL IMAGE...
+    ninlayers cam MODEL IMAGE... -o out.png
+    ninlayers benchmark [--images N] [--repeats N]
+
+Errors print one line to stderr and exit with status 2 (1 for an unexpected
+error); `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ninlayers import _checks
+from ninlayers.app.recipes import RECIPES
+from ninlayers.model import ARCHITECTURES
+from ninlayers.runtime import PRECISIONS, STRATEGIES
+
+__all__ = ["build_parser", "main"]
+
+
+def _argument(check: Callable[[str, Any], Any], parse: type) -> Callable[[str], Any]:
+    """An argparse `type=`: parses the text, then applies a `_checks` check,
+    so the command and the library accept and refuse the same values."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = text  # the check says what it expected
+        try:
+            return check("value", value)
+        except ValueError as error:
+            expected = str(error).split(" Received:")[0].replace("`value` ", "")
+            raise argparse.ArgumentTypeError(f"{expected} Received: {text!r}") from None
+
+    return convert
+
+
+_positive_int = _argument(_checks.positive_int, int)
+_positive_float = _argument(_checks.positive_number, float)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser of the `ninlayers` command."""
+    parser = argparse.ArgumentParser(
+        prog="ninlayers",
+        description="Network in Network (NiN) on Fashion-MNIST and your images.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks on errors"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train", help="train NiN and write model, metrics and pictures"
+    )
+    train.add_argument(
+        "--recipe",
+        default="default",
+        choices=list(RECIPES),
+        help="training recipe (default: %(default)s)",
+    )
+    train.add_argument(
+        "--output",
+        "-o",
+        default="runs/fashion-mnist",
+        help="output directory (default: %(default)s)",
+    )
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--learning-rate", type=_positive_float)
+    train.add_argument(
+        "--architecture",
+        help=f"one of {', '.join(ARCHITECTURES)} (default fashion_mnist) or a "
+        "JSON list of block specs, e.g. '[[96, 3], [192, 3]]'",
+    )
+    train.add_argument(
+        "--input-size",
+        type=_positive_int,
+        help="resize images to this square size (default 28)",
+    )
+    train.add_argument("--precision", choices=PRECISIONS)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="TensorFlow op determinism: identical reruns",
+    )
+    train.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
+    train.add_argument(
+        "--image-folder", help="train on these images (one sub-folder per class)"
+    )
+    train.add_argument(
+        "--train-limit", type=_positive_int, help="use only the first N training images"
+    )
+    train.add_argument(
+        "--test-limit",
+        type=_positive_int,
+        help="evaluate on only the first N test images",
+    )
+    train.add_argument(
+        "--strategy",
+        default="auto",
+        choices=STRATEGIES,
+        help="tf.distribute strategy (default: %(default)s: mirrored with "
+        "several GPUs)",
+    )
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write TensorBoard logs to OUTPUT/logs",
+    )
+    train.add_argument(
+        "--verbose",
+        type=int,
+        choices=[0, 1, 2],
+        help="Keras's progress display (default: a bar on a terminal)",
+    )
+
+    evaluate = commands.add_parser("evaluate", help="test accuracy of a model")
+    evaluate.add_argument("model")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--image-folder")
+    evaluate.add_argument("--limit", type=_positive_int)
+
+    predict = commands.add_parser("predict", help="classify image files")
+    predict.add_argument("model")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--top", type=_positive_int, default=3)
+    predict.add_argument(
+        "--invert", action="store_true", help="for dark objects on a light background"
+    )
+
+    cam = commands.add_parser("cam", help="draw class activation maps")
+    cam.add_argument("model")
+    cam.add_argument("images", nargs="+")
+    cam.add_argument("--output", "-o", default="cam.png")
+    cam.add_argument("--invert", action="store_true")
+
+    bench = commands.add_parser(
+        "benchmark", help="time the seed's Keras NiN against ninlayers' defaults"
+    )
+    bench.add_argument("--images", type=_positive_int, default=2048)
+    bench.add_argument("--repeats", type=_positive_int, default=3)
+    bench.add_argument("--batch-size", type=_positive_int, default=64)
+    bench.add_argument(
+        "--no-torch", action="store_true", help="leave PyTorch out even when installed"
+    )
+    bench.add_argument("--json", help="also write the figures to this file")
+    return parser
+
+
+def _architecture(text: str):
+    if text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                "--architecture must be a preset name or a JSON list of block "
+                f"specs. Received: {text!r} ({error})"
+            ) from None
+    return text
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ninlayers import app
+
+    if args.command == "train":
+        metrics = app.train(
+            recipe=args.recipe,
+            output_dir=args.output,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            architecture=_architecture(args.architecture),
+            input_size=args.input_size,
+            precision=args.precision,
+            seed=args.seed,
+            deterministic=args.deterministic,
+            strategy=args.strategy,
+            data_dir=args.data_dir,
+            image_folder=args.image_folder,
+            train_limit=args.train_limit,
+            test_limit=args.test_limit,
+            tensorboard=args.tensorboard,
+            verbose="auto" if args.verbose is None else args.verbose,
+        )
+        if not metrics["chief"]:
+            print(f"worker finished; weights sha256 {metrics['weights_sha256']}")
+            return 0
+        test = metrics["test"]
+        print(
+            f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
+            f"on {test['examples']} images; fit {metrics['fit_seconds']:.0f} s; "
+            f"artifacts in {args.output}; weights sha256 {metrics['weights_sha256']}"
+        )
+    elif args.command == "evaluate":
+        scores = app.evaluate(
+            args.model,
+            data_dir=args.data_dir,
+            image_folder=args.image_folder,
+            limit=args.limit,
+        )
+        print(json.dumps(scores))
+    elif args.command == "predict":
+        for result in app.predict(
+            args.model, args.images, top=args.top, invert=args.invert
+        ):
+            ranked = ", ".join(f"{c} {p:.3f}" for c, p in result["top"])
+            print(f"{result['image']}: {result['class']} ({ranked})")
+    elif args.command == "cam":
+        path = app.explain_images(
+            args.model, args.images, args.output, invert=args.invert
+        )
+        print(f"wrote {path}")
+    elif args.command == "benchmark":
+        from ninlayers.app.artifacts import write_json
+        from ninlayers.app.benchmark import run_benchmark
+
+        result = run_benchmark(
+            images=args.images,
+            repeats=args.repeats,
+            batch_size=args.batch_size,
+            with_torch=not args.no_torch,
+        )
+        if args.json:
+            write_json(args.json, result)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `ninlayers` command; returns its exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("ninlayers: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as error:
+        if args.debug:
+            raise
+        print(f"ninlayers: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if args.debug:
+            raise
+        print(
+            f"ninlayers: unexpected {type(error).__name__}: {error} "
+            "(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Using a trained model: load images, predict, evaluate, explain.
+
+Each function takes a model (or the path of a `.keras` file) and works for any
+NiN or Keras model with a `NiNClassifierHead`, whatever its input size and
+channels; the class names come from the model when it has them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+
+from ninlayers import _checks, explain
+from ninlayers.app import data, plots
+from ninlayers.app.artifacts import load_model
+from ninlayers.errors import ImageFileError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = [
+    "class_names",
+    "evaluate",
+    "explain_images",
+    "input_size",
+    "load_images",
+    "predict",
+    "predict_dataset",
+    "scores",
+]
+
+#: The size images are resized to for a model whose input size is free.
+DEFAULT_IMAGE_SIZE = data.FASHION_MNIST_SHAPE[:2]
+
+
+def _as_model(model: keras.Model | str | os.PathLike) -> keras.Model:
+    return model if isinstance(model, keras.Model) else load_model(model)
+
+
+def class_names(model: keras.Model, num_classes: int) -> list[str]:
+    """The model's class names, or `"class 0"`, `"class 1"`, ... without them."""
+    names = getattr(model, "class_names", None)
+    if names:
+        return list(names)
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def input_size(model: keras.Model) -> tuple[int, int, int]:
+    """`(height, width, channels)` of the model's images.
+
+    A free height or width (`None`) becomes `DEFAULT_IMAGE_SIZE`'s.
+    """
+    _, height, width, channels = model.input_shape
+    return (height or DEFAULT_IMAGE_SIZE[0], width or DEFAULT_IMAGE_SIZE[1], channels)
+
+
+def load_images(
+    paths: Sequence[str | os.PathLike],
+    size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+    channels: int = 1,
+    invert: bool = False,
+) -> np.ndarray:
+    """Reads PNG/JPEG (or any Pillow) images as float arrays in [0, 1].
+
+    Each image is converted to grey (1 channel) or RGB (3), resized to `size`
+    with bilinear filtering and scaled to [0, 1].
+
+    Args:
+        paths: list of str or path.
+        size: tuple `(height, width)`. Defaults to `(28, 28)`.
+        channels: int. 1 or 3. Defaults to `1`.
+        invert: bool. Use `1 - pixel`, for dark objects on a light background
+            (Fashion-MNIST has light clothes on black). Defaults to `False`.
+
+    Returns:
+        np.ndarray of shape `(n, height, width, channels)`, float32.
+
+    Raises:
+        ImageFileError: if a file is missing or is not an image.
+    """
+    channels = _checks.one_of("channels", channels, (1, 3))
+    return np.stack([_load_image(Path(p), size, channels, invert) for p in paths])
+
+
+def _load_image(
+    path: Path, size: tuple[int, int], channels: int, invert: bool
+) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise ImageFileError(f"Image file {path} does not exist.")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            image = image.resize((size[1], size[0]), Image.BILINEAR)
+            array = np.asarray(image, dtype="float32") / 255.0
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ImageFileError(
+            f"{path} is not an image Pillow can read (PNG, JPEG, ...): {error}"
+        ) from None
+    if channels == 1:
+        array = array[..., None]
+    return 1.0 - array if invert else array
+
+
+def predict(
+    model: keras.Model | str | os.PathLike,
+    image_paths: Sequence[str | os.PathLike],
+    top: int = 3,
+    invert: bool = False,
+) -> list[dict[str, Any]]:
+    """Classifies image files.
+
+    Args:
+        model: keras.Model or the path of a `.keras` file.
+        image_paths: list of image files, any size.
+        top: int. How many classes to report per image. Defaults to `3`.
+        invert: bool. See `load_images`. Defaults to `False`.
+
+    Returns:
+        list of dicts, one per image: `image`, `class`, `probability`, `top`
+        (a list of `[class, probability]`).
+    """
+    model = _as_model(model)
+    height, width, channels = input_size(model)
+    images = load_images(image_paths, (height, width), channels, invert)
+    probs = np.asarray(model.predict(images, verbose=0), dtype="float64")
+    names = class_names(model, probs.shape[-1])
+    results = []
+    for path, p in zip(image_paths, probs, strict=True):
+        order = np.argsort(-p)[: max(1, top)]
+        results.append(
+            {
+                "image": str(path),
+                "class": names[order[0]],
+                "probability": float(p[order[0]]),
+                "top": [[names[i], float(p[i])] for i in order],
+            }
+        )
+    return results
+
+
+def explain_images(
+    model: keras.Model | str | os.PathLike,
+    image_paths: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    invert: bool = False,
+) -> Path:
+    """Draws the class activation maps of image files into one PNG.
+
+    Args:
+        model: keras.Model or the path of a `.keras` file.
+        image_paths: list of image files.
+        output: str or path of the PNG to write.
+        invert: bool. See `load_images`. Defaults to `False`.
+
+    Returns:
+        Path of the PNG.
+    """
+    model = _as_model(model)
+    height, width, channels = input_size(model)
+    images = load_images(image_paths, (height, width), channels, invert)
+    maps, probs = explain.class_activation_maps(model, images)
+    names = class_names(model, probs.shape[-1])
+    return plots.plot_class_activation_maps(images, maps, probs, names, output)
+
+
+def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy and (unsmoothed) cross-entropy of predicted probabilities."""
+    probs = np.asarray(probs, dtype="float64")
+    labels = np.asarray(labels).astype(int)
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    return {
+        "accuracy": float(np.mean(probs.argmax(axis=-1) == labels)),
+        "loss": float(-np.mean(np.log(picked))),
+        "examples": len(labels),
+    }
+
+
+def predict_dataset(
+    model: keras.Model, ds: tf.data.Dataset
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels of every `(images, labels)` batch of `ds`."""
+    probs, labels = [], []
+    for x, y in ds:
+        probs.append(np.asarray(model(x, training=False), dtype="float32"))
+        labels.append(np.asarray(y))
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def evaluate(
+    model: keras.Model | str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    image_folder: str | os.PathLike | None = None,
+    limit: int | None = None,
+    batch_size: int = 500,
+) -> dict[str, float]:
+    """Measures accuracy and cross-entropy on the test set.
+
+    Args:
+        model: keras.Model or the path of a `.keras` file.
+        data_dir: str, path or `None`. Fashion-MNIST's directory (see
+            `ninlayers.app.data.find_fashion_mnist`).
+        image_folder: str, path or `None`. Evaluate on all images of this
+            folder (one sub-folder per class) instead.
+        limit: int or `None`. Use only the first `limit` test images.
+        batch_size: int. Defaults to `500`.
+
+    Returns:
+        dict with `accuracy`, `loss` (unsmoothed cross-entropy) and
+        `examples`.
+    """
+    model = _as_model(model)
+    height, width, channels = input_size(model)
+    if image_folder is not None:
+        x_test, y_test, _ = data.load_image_folder(
+            image_folder, (height, width), channels
+        )
+    else:
+        _, (x_test, y_test) = data.load_fashion_mnist(data_dir)
+    if limit:
+        x_test, y_test = x_test[:limit], y_test[:limit]
+    resize = None if x_test.shape[1:3] == (height, width) else (height, width)
+    ds = data.make_dataset(x_test, y_test, batch_size, image_size=resize)
+    return scores(*predict_dataset(model, ds))

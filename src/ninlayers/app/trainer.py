@@ -1,0 +1,403 @@
+"""`train()`: a recipe, data, a model, a crash-safe fit, and the artifacts.
+
+`train` reads as its table of contents; each step is a small function here:
+`resolve_recipe`, `load_data` (-> `TrainData`), `build_model`, `fit`
+(-> `FitResult`) and `write_artifacts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+
+from ninlayers import _checks, explain, runtime
+from ninlayers.app import data as data_lib
+from ninlayers.app import plots
+from ninlayers.app.artifacts import (
+    METRICS_FILE,
+    MODEL_FILE,
+    save_model_atomically,
+    versions,
+    weights_digest,
+    write_json,
+)
+from ninlayers.app.callbacks import GuardedBackup, HistoryLog, StopOnNaN, Throughput
+from ninlayers.app.inference import predict_dataset, scores
+from ninlayers.app.recipes import RECIPES, Recipe, build_loss, build_optimizer
+from ninlayers.errors import TrainingError
+from ninlayers.model import NiN
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = [
+    "FitResult",
+    "TrainData",
+    "build_model",
+    "fit",
+    "load_data",
+    "resolve_recipe",
+    "train",
+    "write_artifacts",
+]
+
+#: Batch size of evaluation and validation passes.
+EVAL_BATCH_SIZE = 500
+
+
+@dataclasses.dataclass
+class TrainData:
+    """The datasets of a run and what the model needs to know of them."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset | None
+    test: tf.data.Dataset
+    class_names: list[str]
+    image_shape: tuple[int, int, int]
+    n_train: int
+    steps_per_epoch: int
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` measured: the whole history and this run's share of it."""
+
+    history: dict[str, list[float]]
+    fit_seconds: float
+    train_seconds: float
+    resumed_from: int
+    epochs_run: int
+
+
+def train(
+    recipe: str | Recipe = "default",
+    output_dir: str | os.PathLike = "runs/fashion-mnist",
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    architecture: str | Sequence[Any] | None = None,
+    input_size: int | None = None,
+    precision: str | None = None,
+    seed: int = 0,
+    deterministic: bool = False,
+    strategy: str = "auto",
+    data_dir: str | os.PathLike | None = None,
+    image_folder: str | os.PathLike | None = None,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    tensorboard: bool = False,
+    verbose: int | str = "auto",
+) -> dict[str, Any]:
+    """Trains NiN with a recipe and writes the run's artifacts.
+
+    Writes into `output_dir`: `model.keras`, `metrics.json` (test accuracy and
+    loss, per-epoch history, wall time, images/s, parameters, versions),
+    `history.png`, `confusion.png` and `cam.png`, each atomically (a
+    temporary file, then a rename). Until they are written, `output_dir/backup`
+    holds Keras's `BackupAndRestore` state and the history: the same call run
+    again after a crash (even SIGKILL) resumes from the last completed epoch
+    and ends with the same number of epochs.
+
+    Args:
+        recipe: str or Recipe. A name in `RECIPES` (`"default"`, `"seed"`)
+            or a `Recipe`.
+        output_dir: str or path. Where the artifacts go.
+        epochs: int or `None`. Overrides the recipe's.
+        batch_size: int or `None`. Overrides the recipe's.
+        learning_rate: float or `None`. Overrides the recipe's.
+        architecture: str, list of block specs or `None` (`"fashion_mnist"`).
+        input_size: int or `None`. Resize images to this square size (`None`
+            keeps Fashion-MNIST's 28, and resizes image folders to 28).
+        precision: str or `None`. Overrides the recipe's precision.
+        seed: int. Seeds Python, NumPy, the backend and the data order.
+        deterministic: bool. Turn on TensorFlow's op determinism, so that two
+            runs with the same seed on the same machine give identical
+            weights (a little slower).
+        strategy: str. `"auto"`, `"default"`, `"mirrored"` or
+            `"multiworker"` (see `ninlayers.runtime.get_strategy`). The batch
+            size is the global one. Under `"multiworker"` only the chief writes
+            the artifacts; other workers keep their backup in
+            `output_dir/.worker-N` and remove it when done.
+        data_dir: str, path or `None`. Fashion-MNIST's directory.
+        image_folder: str, path or `None`. Train on this folder's images (one
+            sub-folder per class, grey or RGB as its first image) instead of
+            Fashion-MNIST; `IMAGE_FOLDER_TEST_SPLIT` of them, drawn with
+            `seed`, are the test set.
+        train_limit: int or `None`. Use only the first training images.
+        test_limit: int or `None`. Evaluate on only the first test images.
+        tensorboard: bool. Write TensorBoard logs to `output_dir/logs`.
+        verbose: int or `"auto"`. Keras's progress display.
+
+    Returns:
+        dict, the contents of `metrics.json`.
+
+    Raises:
+        TrainingError: if the loss becomes NaN or infinite.
+    """
+    wall_start = time.perf_counter()
+    recipe = resolve_recipe(
+        recipe,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        precision=precision,
+    )
+    distribution = runtime.get_strategy(strategy)
+    output = _output_dir(output_dir)
+    _seed_everything(seed, deterministic)
+    data = load_data(
+        recipe, seed, data_dir, image_folder, input_size, train_limit, test_limit
+    )
+    with distribution.scope():
+        model = build_model(recipe, data, architecture)
+    result = fit(model, data, recipe, output, tensorboard, verbose)
+    if not runtime.is_chief():
+        return _finish_worker(model, output, result, distribution)
+    metrics = {"recipe": {**recipe.__dict__}}
+    metrics.update(write_artifacts(model, data, result, output))
+    metrics.update(
+        wall_seconds=time.perf_counter() - wall_start,
+        seed=seed,
+        deterministic=deterministic,
+        strategy=runtime.strategy_name(distribution),
+        replicas=distribution.num_replicas_in_sync,
+        command=sys.argv,
+    )
+    write_json(output / METRICS_FILE, metrics)
+    shutil.rmtree(output / "backup", ignore_errors=True)
+    return metrics
+
+
+def resolve_recipe(recipe: str | Recipe, **overrides: Any) -> Recipe:
+    """Returns the named (or given) recipe with the non-`None` overrides."""
+    if isinstance(recipe, str):
+        recipe = RECIPES[_checks.one_of("recipe", recipe, tuple(RECIPES))]
+    elif not isinstance(recipe, Recipe):
+        raise ValueError(
+            f"`recipe` must be one of {sorted(RECIPES)} or a Recipe. "
+            f"Received: recipe={recipe!r}"
+        )
+    return recipe.replace(**overrides)
+
+
+def _output_dir(output_dir: str | os.PathLike) -> Path:
+    """The run's directory; a non-chief worker's own one inside it."""
+    output = Path(output_dir)
+    task_dir = runtime.task_dir_name()
+    if task_dir is not None:
+        output = output / task_dir
+    output.mkdir(parents=True, exist_ok=True)
+    return output
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def _arrays(
+    seed: int,
+    data_dir: str | os.PathLike | None,
+    image_folder: str | os.PathLike | None,
+    size: tuple[int, int],
+) -> tuple[tuple[np.ndarray, ...], list[str], int]:
+    """`((x_train, y_train, x_test, y_test), class_names, channels)`."""
+    if image_folder is None:
+        (x_train, y_train), (x_test, y_test) = data_lib.load_fashion_mnist(data_dir)
+        channels = data_lib.FASHION_MNIST_SHAPE[2]
+        return (x_train, y_train, x_test, y_test), list(data_lib.CLASS_NAMES), channels
+    channels = data_lib.image_folder_channels(image_folder)
+    x, y, names = data_lib.load_image_folder(image_folder, size, channels)
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = len(x) - max(1, int(len(x) * data_lib.IMAGE_FOLDER_TEST_SPLIT))
+    train, test = order[:cut], order[cut:]
+    return (x[train], y[train], x[test], y[test]), names, channels
+
+
+def load_data(
+    recipe: Recipe,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    image_folder: str | os.PathLike | None = None,
+    input_size: int | None = None,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+) -> TrainData:
+    """Loads the images and builds the recipe's training, validation and test
+    pipelines. The training pipeline repeats: `fit` keeps one iterator."""
+    height, width, _ = data_lib.FASHION_MNIST_SHAPE
+    size = (input_size, input_size) if input_size else (height, width)
+    arrays, class_names, channels = _arrays(seed, data_dir, image_folder, size)
+    x_train, y_train, x_test, y_test = arrays
+    x_train, y_train = x_train[:train_limit], y_train[:train_limit]
+    x_test, y_test = x_test[:test_limit], y_test[:test_limit]
+    resize = None if x_train.shape[1:3] == size else size
+    validation = None
+    if recipe.validation_split:
+        cut = int(len(x_train) * (1 - recipe.validation_split))
+        validation = data_lib.make_dataset(
+            x_train[cut:], y_train[cut:], EVAL_BATCH_SIZE, image_size=resize
+        )
+        x_train, y_train = x_train[:cut], y_train[:cut]
+    train_ds = data_lib.make_dataset(
+        x_train,
+        y_train,
+        recipe.batch_size,
+        shuffle=True,
+        seed=seed,
+        augment=recipe.augment,
+        crop_padding=recipe.crop_padding,
+        erasing=recipe.erasing,
+        image_size=resize,
+    )
+    # One iterator for the whole fit. Without `repeat`, Keras starts a new
+    # iterator every epoch, and on some machines epochs that start with a
+    # fresh iterator ran 1.8x slower from start to end (docs/performance.md).
+    # The shuffle still reshuffles every pass.
+    return TrainData(
+        train=train_ds.repeat(),
+        validation=validation,
+        test=data_lib.make_dataset(x_test, y_test, EVAL_BATCH_SIZE, image_size=resize),
+        class_names=class_names,
+        image_shape=(*size, channels),
+        n_train=len(x_train),
+        steps_per_epoch=-(-len(x_train) // recipe.batch_size),
+    )
+
+
+def build_model(
+    recipe: Recipe, data: TrainData, architecture: str | Sequence[Any] | None = None
+) -> NiN:
+    """Builds and compiles the recipe's NiN for the data (in the caller's
+    strategy scope)."""
+    model = NiN(
+        num_classes=len(data.class_names),
+        input_shape=data.image_shape,
+        architecture=architecture or "fashion_mnist",
+        use_batch_norm=recipe.use_batch_norm,
+        head_final_activation=recipe.head_final_activation,
+        test_time_flip=recipe.test_time_flip,
+        precision=recipe.precision,
+        class_names=data.class_names,
+    )
+    model.compile(
+        optimizer=build_optimizer(recipe, data.steps_per_epoch),
+        loss=build_loss(recipe),
+    )
+    return model
+
+
+def fit(
+    model: keras.Model,
+    data: TrainData,
+    recipe: Recipe,
+    output: Path,
+    tensorboard: bool = False,
+    verbose: int | str = "auto",
+) -> FitResult:
+    """Fits with a crash-safe backup in `output/backup`, resuming from it.
+
+    Raises:
+        TrainingError: if the loss or the gradient norm became non-finite.
+    """
+    timer, nan_guard = Throughput(), StopOnNaN()
+    backup_dir = output / "backup"
+    history_log = HistoryLog(backup_dir)
+    callbacks = [nan_guard, history_log, GuardedBackup(backup_dir, nan_guard), timer]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
+    start = time.perf_counter()
+    model.fit(
+        data.train,
+        epochs=recipe.epochs,
+        steps_per_epoch=data.steps_per_epoch,
+        validation_data=data.validation,
+        callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles
+        verbose=verbose,
+    )
+    fit_seconds = time.perf_counter() - start
+    if nan_guard.bad is not None:
+        epoch, batch, value = nan_guard.bad
+        raise TrainingError(
+            f"Training diverged: {value} at epoch {epoch}, batch {batch}; it "
+            f"stopped. The last good epoch is kept in {backup_dir} and "
+            "the same command resumes from it; lower the learning rate "
+            "(--learning-rate) if it happens again."
+        )
+    history = history_log.history
+    return FitResult(
+        history=history,
+        fit_seconds=fit_seconds,
+        train_seconds=sum(timer.seconds),
+        resumed_from=history_log.resumed_from,
+        epochs_run=len(history.get("loss", [])) - history_log.resumed_from,
+    )
+
+
+def _finish_worker(
+    model: keras.Model, output: Path, result: FitResult, distribution: Any
+) -> dict[str, Any]:
+    """A non-chief worker saves as the chief does (saving may read variables
+    collectively), into its own directory, then removes it."""
+    digest = weights_digest(model)
+    save_model_atomically(model, output / MODEL_FILE)
+    shutil.rmtree(output, ignore_errors=True)
+    return {
+        "chief": False,
+        "weights_sha256": digest,
+        "history": result.history,
+        "replicas": distribution.num_replicas_in_sync,
+    }
+
+
+def write_artifacts(
+    model: keras.Model, data: TrainData, result: FitResult, output: Path
+) -> dict[str, Any]:
+    """Evaluates on the test set, writes the model and the three pictures,
+    and returns the run's metrics (the caller adds provenance and writes
+    them)."""
+    probs, labels = predict_dataset(model, data.test)
+    save_model_atomically(model, output / MODEL_FILE)
+    plots.plot_history(result.history, output / "history.png")
+    plots.plot_confusion_matrix(
+        labels, probs.argmax(axis=-1), data.class_names, output / "confusion.png"
+    )
+    images = np.concatenate([np.asarray(x) for x, _ in data.test.take(1)])[:12]
+    maps, cam_probs = explain.class_activation_maps(model, images)
+    plots.plot_class_activation_maps(
+        images, maps, cam_probs, data.class_names, output / "cam.png", labels[:12]
+    )
+    images_seen = data.n_train * result.epochs_run
+    return {
+        "test": scores(probs, labels),
+        "history": result.history,
+        "epochs_this_run": result.epochs_run,
+        "resumed_from_epoch": result.resumed_from,
+        "fit_seconds": result.fit_seconds,
+        "train_images_per_second": (
+            images_seen / result.train_seconds if result.train_seconds else None
+        ),
+        "train_examples": data.n_train,
+        "parameters": model.count_params(),
+        "precision": model.dtype_policy.name,
+        "jit_compile": bool(model.jit_compile),
+        "cpu_bfloat16": runtime.cpu_supports_bfloat16(),
+        "chief": True,
+        "weights_sha256": weights_digest(model),
+        "class_names": data.class_names,
+        "versions": versions(),
+    }
