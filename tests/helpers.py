@@ -30,19 +30,26 @@ def check_layer(
     expected_output_shape: tuple,
     expected_num_params: int | None = None,
     check_gradients: bool = True,
+    expected_num_non_trainable: int | None = None,
+    check_training: bool = False,
 ) -> keras.layers.Layer:
-    """Checks config, shapes, parameter count and gradients of a layer.
+    """Checks a layer the way Keras's `run_layer_test` checks its own.
 
-    - the config round trip is JSON-equal;
+    - the config round trip is JSON-equal, and so is a
+      `serialize_keras_object` round trip (by the registered name), whose
+      layer has the same attributes (`dir()`);
     - symbolic and eager outputs have `compute_output_shape`'s shape, which
       equals `expected_output_shape` (a formula in the caller);
-    - `count_params()` equals `expected_num_params`;
-    - every trainable weight gets a non-zero gradient.
+    - `count_params()` equals `expected_num_params`, and the non-trainable
+      weights (batch-norm statistics) number `expected_num_non_trainable`;
+    - every trainable weight gets a finite gradient;
+    - with `check_training` (slower: it compiles), one `fit` step runs and
+      changes the trainable weights (unless the output is constant), and
+      under `mixed_bfloat16` the output has the dtype that
+      `compute_output_spec` promises, with float32 variables.
     """
     layer = layer_cls(**init_kwargs)
-    clone = layer_cls.from_config(json.loads(json.dumps(layer.get_config())))
-    assert config_json(clone) == config_json(layer)
-
+    _check_serialization(layer_cls, layer)
     symbolic = layer(keras.Input(batch_shape=input_shape))
     assert tuple(symbolic.shape) == tuple(expected_output_shape)
     assert tuple(layer.compute_output_shape(input_shape)) == tuple(
@@ -53,17 +60,61 @@ def check_layer(
     assert tuple(eager.shape) == tuple(expected_output_shape)
     if expected_num_params is not None:
         assert layer.count_params() == expected_num_params
-
+    if expected_num_non_trainable is not None:
+        assert len(layer.non_trainable_weights) == expected_num_non_trainable
+    assert len(layer.weights) == len(layer.trainable_weights) + len(
+        layer.non_trainable_weights
+    )
     if check_gradients:
-        with tf.GradientTape() as tape:
-            y = layer(x, training=True)
-            loss = tf.reduce_sum(tf.cast(y, "float32") ** 2)
-        grads = tape.gradient(loss, layer.trainable_variables)
-        assert layer.trainable_variables
-        for variable, grad in zip(layer.trainable_variables, grads, strict=True):
-            assert grad is not None, f"no gradient for {variable.path}"
-            assert np.all(np.isfinite(grad)), f"non-finite grad {variable.path}"
+        _check_gradients(layer, x)
+    if check_training:
+        _check_fit_step(layer_cls, init_kwargs, x)
+        _check_mixed_precision(layer_cls, init_kwargs, x)
     return layer
+
+
+def _check_serialization(layer_cls, layer) -> None:
+    clone = layer_cls.from_config(json.loads(json.dumps(layer.get_config())))
+    assert config_json(clone) == config_json(layer)
+    serialized = keras.saving.serialize_keras_object(layer)
+    assert serialized["registered_name"] == f"ninlayers>{layer_cls.__name__}"
+    revived = keras.saving.deserialize_keras_object(json.loads(json.dumps(serialized)))
+    assert type(revived) is layer_cls
+    assert config_json(revived) == config_json(layer)
+    assert set(dir(revived)) == set(dir(clone))
+
+
+def _check_gradients(layer, x) -> None:
+    with tf.GradientTape() as tape:
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(tf.cast(y, "float32") ** 2)
+    grads = tape.gradient(loss, layer.trainable_variables)
+    assert layer.trainable_variables
+    for variable, grad in zip(layer.trainable_variables, grads, strict=True):
+        assert grad is not None, f"no gradient for {variable.path}"
+        assert np.all(np.isfinite(grad)), f"non-finite grad {variable.path}"
+
+
+def _check_fit_step(layer_cls, init_kwargs, x) -> None:
+    layer = layer_cls(**init_kwargs)
+    model = keras.Sequential([keras.Input(x.shape[1:]), layer])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    before = [np.array(w) for w in layer.trainable_weights]
+    target = np.zeros(model.output_shape[1:], "float32")[None].repeat(len(x), 0) + 1
+    history = model.fit(x, target, batch_size=len(x), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = [np.array(w) for w in layer.trainable_weights]
+    changed = any(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+    # A softmax over one class is constant: nothing to learn.
+    assert changed or np.ptp(np.asarray(model(x))) == 0
+
+
+def _check_mixed_precision(layer_cls, init_kwargs, x) -> None:
+    layer = layer_cls(**{**init_kwargs, "dtype": "mixed_bfloat16"})
+    spec = layer.compute_output_spec(keras.KerasTensor(x.shape, "float32"))
+    y = layer(x)
+    assert keras.backend.standardize_dtype(y.dtype) == spec.dtype
+    assert all(w.dtype == "float32" for w in layer.weights)
 
 
 def run_python(code: str, timeout: float = 300) -> str:

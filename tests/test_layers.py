@@ -65,7 +65,41 @@ def test_block_shapes_params_config_gradients(case):
         block_params(
             channels, kw["filters"], k, kw["num_mlp_layers"], kw["use_batch_norm"]
         ),
+        # Batch norm's moving mean and variance after every convolution.
+        expected_num_non_trainable=(
+            2 * (1 + kw["num_mlp_layers"]) if kw["use_batch_norm"] else 0
+        ),
     )
+
+
+LAYER_CASES = [
+    (NiNBlock, {"filters": 6, "kernel_size": 3}, (2, 7, 7, 3), (2, 7, 7, 6)),
+    (
+        NiNBlock,
+        {"filters": 4, "kernel_size": 3, "strides": 2, "use_batch_norm": True},
+        (2, 9, 9, 2),
+        (2, 5, 5, 4),
+    ),
+    (NiNClassifierHead, {"num_classes": 5}, (2, 4, 4, 8), (2, 5)),
+    (
+        NiNClassifierHead,
+        {"num_classes": 3, "use_batch_norm": True, "output_activation": None},
+        (2, 3, 3, 4),
+        (2, 3),
+    ),
+    (FusedBatchNormalization, {}, (2, 3, 3, 4), (2, 3, 3, 4)),
+]
+
+
+@pytest.mark.parametrize(
+    "layer_cls, kwargs, input_shape, output_shape",
+    LAYER_CASES,
+    ids=lambda v: getattr(v, "__name__", None),
+)
+def test_layers_fit_and_keep_mixed_precision_dtypes(
+    layer_cls, kwargs, input_shape, output_shape
+):
+    check_layer(layer_cls, kwargs, input_shape, output_shape, check_training=True)
 
 
 def test_block_defaults_are_the_paper_micro_network():
@@ -138,6 +172,7 @@ def test_head_shapes_params_and_probabilities(
         (3, size, size, channels),
         (3, num_classes),
         block_params(channels, num_classes, kernel, 2, False),
+        expected_num_non_trainable=0,
     )
     x = np.random.default_rng(5).normal(size=(3, size, size, channels))
     scores = np.asarray(head(x))
@@ -193,6 +228,18 @@ def test_fused_batch_norm_equals_keras(shape, shift, scale):
         layer.moving_variance.assign(np.full(shape[-1], 2.0, "float32"))
     np.testing.assert_allclose(
         fused(x, training=False), plain(x, training=False), rtol=1e-4, atol=1e-4
+    )
+
+
+@given(shape=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 6)))
+def test_fused_batch_norm_passes_the_layer_checks(shape):
+    check_layer(
+        FusedBatchNormalization,
+        {},
+        (2, *shape),
+        (2, *shape),
+        expected_num_params=4 * shape[-1],
+        expected_num_non_trainable=2,
     )
 
 

@@ -499,3 +499,45 @@ def test_test_time_flip_averages_image_and_mirror_at_inference_only(tmp_path):
 def test_test_time_flip_without_head_is_refused():
     with pytest.raises(ValueError, match="needs the head"):
         NiN(include_head=False, test_time_flip=True)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_named_architecture_builds_with_its_hand_counted_parameters(name):
+    entry = ARCHITECTURES[name]
+    assert set(entry) == {"blocks", "input_shape"}
+    model = NiN(architecture=name, precision="float32")
+    channels = entry["input_shape"][2]
+    blocks = [(spec.filters, spec.kernel_size) for spec in entry["blocks"]]
+    assert model.input_shape == (None, *entry["input_shape"])
+    assert model.count_params() == nin_params(channels, blocks, 10)
+    size = minimum_input_size(name)
+    assert spatial(size, entry["blocks"]) == 1
+    assert spatial(size - 1, entry["blocks"]) < 1
+    free = NiN(architecture=name, input_shape=(None, None, channels))
+    x = np.zeros((1, size, size, channels), "float32")
+    assert free.predict(x, verbose=0).shape == (1, 10)
+
+
+def test_config_records_the_resolved_dtype_policy(monkeypatch):
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL, precision="auto")
+    config = model.get_config()
+    assert config["precision"] == "auto"
+    saved = keras.dtype_policies.deserialize(config["dtype"]).name
+    assert saved == model.dtype_policy.name
+    # Another machine whose "auto" means something else rebuilds the same.
+    other = "float32" if saved != "float32" else "mixed_bfloat16"
+    monkeypatch.setenv("NINLAYERS_PRECISION", other)
+    assert NiN(input_shape=(16, 16, 1), architecture=SMALL).dtype_policy.name == other
+    assert NiN.from_config(json.loads(json.dumps(config))).dtype_policy.name == saved
+
+
+def test_forward_features_is_the_graph_up_to_the_head():
+    model = NiN(input_shape=(None, None, 1), precision="float32")
+    x = np.random.default_rng(1).uniform(size=(2, 20, 20, 1)).astype("float32")
+    trunk = keras.Model(model.input, model.get_layer("pool3").output)
+    np.testing.assert_allclose(model.forward_features(x), trunk(x), rtol=1e-6)
+    # The size check applies to it as to the model.
+    with pytest.raises(ValueError, match="at least 15x15"):
+        model.forward_features(np.zeros((1, 12, 12, 1), "float32"))
+    assert model.head is model.get_layer("head")
+    assert NiN(include_head=False, precision="float32").head is None

@@ -6,3 +6,10 @@ warn_moved("ninlayers.cli", "ninlayers.app.cli")
 
 from ninlayers.app.cli import *  # noqa: E402, F403
 from ninlayers.app.cli import __all__  # noqa: E402, F401
+
+if __name__ == "__main__":
+    import sys
+
+    from ninlayers.app.cli import main
+
+    sys.exit(main())

@@ -5,4 +5,8 @@ from ninlayers._deprecated import warn_moved
 warn_moved("ninlayers.datasets", "ninlayers.app.data")
 
 from ninlayers.app.data import *  # noqa: E402, F403
-from ninlayers.app.data import __all__  # noqa: E402, F401
+from ninlayers.app.data import __all__ as _names  # noqa: E402
+from ninlayers.errors import DatasetError  # noqa: E402
+
+# 0.1.0 re-exported DatasetError here.
+__all__ = [*_names, "DatasetError"]

@@ -6,6 +6,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -23,10 +24,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     Same weights, arguments and results as `keras.layers.BatchNormalization`,
     but on the TensorFlow backend a 4D channels-last input goes through
     `tf.compat.v1.nn.fused_batch_norm` (one oneDNN/cuDNN kernel, float32 scale
-    and offset, bfloat16 or float16 activations kept as they are). On the
-    2-core CPU this project is measured on, the NiN of the seed trained at 214
-    images/s with Keras's layer after every convolution and 313 with the fused
-    kernel (311 without batch norm). Other inputs (a mask, renormalisation,
+    and offset, bfloat16 or float16 activations kept as they are), which
+    makes batch norm after every convolution of NiN nearly free
+    (docs/performance.md has the measurement). Other inputs (a mask,
+    renormalisation,
     `synchronized=True`, another rank, axis or backend) fall back to Keras's
     own code.
 
@@ -66,6 +67,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and not self.synchronized
             and len(inputs.shape) == 4
             and self.axis in (3, -1)
+            # cuDNN's smallest epsilon (CUDNN_BN_MIN_EPSILON); TensorFlow's
+            # fused kernel refuses less.
             and self.epsilon >= 1.001e-5
         )
 
@@ -113,7 +116,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 class NiNBlock(keras.layers.Layer):
     """The NiN micro-network ("mlpconv"): a kxk convolution, then 1x1 ones.
 
-    With its defaults the block is exactly the one of the paper and of the seed:
+    With its defaults the block is exactly the paper's:
     one `kernel_size` convolution with `filters` outputs, then two 1x1
     convolutions with `filters` outputs, each with a bias and a ReLU. The 1x1
     convolutions are a small MLP that slides over every pixel. Its parameter
@@ -174,14 +177,14 @@ class NiNBlock(keras.layers.Layer):
         strides: int | tuple[int, int] = 1,
         padding: str = "same",
         num_mlp_layers: int = 2,
-        activation: str | Any = "relu",
+        activation: str | Callable[..., Any] = "relu",
         final_activation: bool = True,
         use_batch_norm: bool = False,
         batch_norm_momentum: float = 0.99,
-        kernel_initializer: str | Any = "glorot_uniform",
-        bias_initializer: str | Any = "zeros",
-        kernel_regularizer: str | Any | None = None,
-        bias_regularizer: str | Any | None = None,
+        kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        bias_initializer: str | keras.initializers.Initializer = "zeros",
+        kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+        bias_regularizer: str | keras.regularizers.Regularizer | None = None,
         data_format: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -350,12 +353,12 @@ class NiNClassifierHead(keras.layers.Layer):
         num_classes: int,
         kernel_size: int | tuple[int, int] = 3,
         num_mlp_layers: int = 2,
-        activation: str | Any = "relu",
+        activation: str | Callable[..., Any] = "relu",
         final_activation: bool = True,
         use_batch_norm: bool = False,
         output_activation: str | None = "softmax",
-        kernel_initializer: str | Any = "glorot_uniform",
-        kernel_regularizer: str | Any | None = None,
+        kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
         data_format: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -363,12 +366,9 @@ class NiNClassifierHead(keras.layers.Layer):
         self.num_classes = _checks.positive_int("num_classes", num_classes)
         if output_activation == "linear":
             output_activation = None
-        if output_activation not in ("softmax", None):
-            raise ValueError(
-                "`output_activation` must be 'softmax', 'linear' or None. "
-                f"Received: output_activation={output_activation!r}"
-            )
-        self.output_activation = output_activation
+        self.output_activation = _checks.one_of(
+            "output_activation", output_activation, ("softmax", "linear", None)
+        )
         self.data_format = _checks.data_format(data_format)
         self.block = NiNBlock(
             self.num_classes,
@@ -393,6 +393,14 @@ class NiNClassifierHead(keras.layers.Layer):
             dtype="float32" if mixed else self.dtype_policy,
         )
         self.input_spec = keras.layers.InputSpec(ndim=4)
+        # One attribute per argument (standardised by the block).
+        self.kernel_size = self.block.kernel_size
+        self.num_mlp_layers = self.block.num_mlp_layers
+        self.activation = self.block.activation
+        self.final_activation = self.block.final_activation
+        self.use_batch_norm = self.block.use_batch_norm
+        self.kernel_initializer = self.block.kernel_initializer
+        self.kernel_regularizer = self.block.kernel_regularizer
 
     def build(self, input_shape) -> None:
         self.block.build(input_shape)
@@ -419,23 +427,30 @@ class NiNClassifierHead(keras.layers.Layer):
     def compute_output_shape(self, input_shape) -> tuple:
         return (input_shape[0], self.num_classes)
 
+    def compute_output_spec(self, inputs, training=None) -> keras.KerasTensor:
+        # The scores come out of the output layer, in float32 under mixed
+        # precision.
+        return keras.KerasTensor(
+            self.compute_output_shape(inputs.shape),
+            dtype=self.output_layer.compute_dtype,
+        )
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        block = self.block
         config.update(
             {
                 "num_classes": self.num_classes,
-                "kernel_size": block.kernel_size,
-                "num_mlp_layers": block.num_mlp_layers,
-                "activation": keras.activations.serialize(block.activation),
-                "final_activation": block.final_activation,
-                "use_batch_norm": block.use_batch_norm,
+                "kernel_size": self.kernel_size,
+                "num_mlp_layers": self.num_mlp_layers,
+                "activation": keras.activations.serialize(self.activation),
+                "final_activation": self.final_activation,
+                "use_batch_norm": self.use_batch_norm,
                 "output_activation": self.output_activation,
                 "kernel_initializer": keras.initializers.serialize(
-                    block.kernel_initializer
+                    self.kernel_initializer
                 ),
                 "kernel_regularizer": keras.regularizers.serialize(
-                    block.kernel_regularizer
+                    self.kernel_regularizer
                 ),
                 "data_format": self.data_format,
             }

@@ -279,20 +279,9 @@ class NiN(keras.Model):
         blocks = _resolve_blocks(architecture)
         head_kernel_size = _checks.positive_int("head_kernel_size", head_kernel_size)
         if input_shape is None:
-            preset = (
-                ARCHITECTURES.get(architecture)
-                if isinstance(architecture, str)
-                else None
-            )
-            input_shape = preset["input_shape"] if preset else DEFAULT_INPUT_SHAPE
+            input_shape = _default_input_shape(architecture)
         input_shape = _check_input_shape(input_shape, blocks)
-        if class_names is not None:
-            class_names = [str(c) for c in class_names]
-            if len(class_names) != num_classes:
-                raise ValueError(
-                    f"`class_names` must have one name per class ({num_classes}). "
-                    f"Received: class_names={class_names!r}"
-                )
+        class_names = _check_class_names(class_names, num_classes)
         if gradient_clip_norm is not None:
             gradient_clip_norm = _checks.positive_number(
                 "gradient_clip_norm", gradient_clip_norm
@@ -567,6 +556,27 @@ class NiN(keras.Model):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> NiN:
         return cls(**config)
+
+
+def _default_input_shape(architecture: str | Sequence[Any]) -> tuple[int, ...]:
+    """A named architecture's input shape, else `DEFAULT_INPUT_SHAPE`."""
+    if isinstance(architecture, str) and architecture in ARCHITECTURES:
+        return ARCHITECTURES[architecture]["input_shape"]
+    return DEFAULT_INPUT_SHAPE
+
+
+def _check_class_names(
+    class_names: Sequence[str] | None, num_classes: int
+) -> list[str] | None:
+    if class_names is None:
+        return None
+    class_names = [str(c) for c in class_names]
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"`class_names` must have one name per class ({num_classes}). "
+            f"Received: class_names={class_names!r}"
+        )
+    return class_names
 
 
 def _check_input_shape(

@@ -14,7 +14,7 @@ from ninlayers.app import cli
 
 def run_cli(*args, timeout=600):
     return subprocess.run(
-        [sys.executable, "-m", "ninlayers.cli", *map(str, args)],
+        [sys.executable, "-m", "ninlayers.app.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,

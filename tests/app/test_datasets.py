@@ -254,3 +254,42 @@ def test_image_folder_datasets(tmp_path):
     assert 0.0 <= xs.min() and xs.max() <= 1.0
     with pytest.raises(DatasetError, match="one sub-folder per class"):
         datasets.image_folder_datasets(tmp_path / "missing")
+
+
+def test_image_folder_training_data_honours_the_recipe_and_limits(tmp_path):
+    from ninlayers.app import recipes, trainer
+
+    root = make_image_folder(tmp_path / "images", per_class=10)
+    recipe = recipes.RECIPES["default"]
+    assert recipe.validation_split == 0.0
+    data = trainer.load_data(recipe, seed=0, image_folder=root)
+    # An explicit 0.0 validation split means none; the test split is its own.
+    assert data.validation is None
+    n_test = int(30 * datasets.IMAGE_FOLDER_TEST_SPLIT)
+    assert data.n_train == 30 - n_test
+    assert sum(len(y) for _, y in data.test) == n_test
+    assert data.image_shape == (28, 28, 1)
+    assert data.class_names == ["circle", "square", "stripe"]
+    limited = trainer.load_data(
+        recipe.replace(validation_split=0.25),
+        image_folder=root,
+        train_limit=12,
+        test_limit=2,
+    )
+    assert limited.n_train == 9 and limited.validation is not None
+    assert sum(len(y) for _, y in limited.test) == 2
+
+
+def test_image_folder_channels_follow_its_images(tmp_path):
+    grey = make_image_folder(tmp_path / "grey")
+    assert datasets.image_folder_channels(grey) == 1
+    rgb = tmp_path / "rgb" / "red"
+    rgb.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(rgb / "a.png")
+    assert datasets.image_folder_channels(tmp_path / "rgb") == 3
+    x, y, names = datasets.load_image_folder(tmp_path / "rgb", (5, 5), 3)
+    assert x.shape == (1, 5, 5, 3) and names == ["red"] and y.tolist() == [0]
+    empty = tmp_path / "empty" / "none"
+    empty.mkdir(parents=True)
+    with pytest.raises(DatasetError, match="holds none"):
+        datasets.image_folder_channels(tmp_path / "empty")

@@ -90,7 +90,7 @@ def start_workers(out, epochs):
         command = [
             sys.executable,
             "-m",
-            "ninlayers.cli",
+            "ninlayers.app.cli",
             "train",
             "--strategy",
             "multiworker",

@@ -29,7 +29,7 @@ TRAIN = [
 
 
 def cli(*args):
-    return [sys.executable, "-m", "ninlayers.cli", *map(str, args)]
+    return [sys.executable, "-m", "ninlayers.app.cli", *map(str, args)]
 
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
+    _add_train(commands)
+    _add_inference(commands)
+    return parser
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    """The `train` command's arguments."""
     train = commands.add_parser(
         "train", help="train NiN and write model, metrics and pictures"
     )
@@ -126,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Keras's progress display (default: a bar on a terminal)",
     )
 
+
+def _add_inference(commands: argparse._SubParsersAction) -> None:
+    """The arguments of `evaluate`, `predict`, `cam` and `benchmark`."""
     evaluate = commands.add_parser("evaluate", help="test accuracy of a model")
     evaluate.add_argument("model")
     evaluate.add_argument("--data-dir")
@@ -156,11 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-torch", action="store_true", help="leave PyTorch out even when installed"
     )
     bench.add_argument("--json", help="also write the figures to this file")
-    return parser
 
 
-def _architecture(text: str):
-    if text.lstrip().startswith("["):
+def _architecture(text: str | None):
+    if text is not None and text.lstrip().startswith("["):
         try:
             return json.loads(text)
         except json.JSONDecodeError as error:

@@ -1,0 +1,55 @@
+"""Each private Keras or TensorFlow internal ninlayers uses still exists.
+
+A Keras upgrade that removes one fails here, by name, rather than deep in a
+distributed training run.
+"""
+
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import SMALL
+from ninlayers import NiN, _keras_compat
+
+
+def test_symbolic_build_hook_exists_with_its_arguments():
+    _keras_compat.check_symbolic_build_hook()
+    # NiN's override is the one the trainer calls.
+    assert _keras_compat.SYMBOLIC_BUILD in NiN.__dict__
+
+
+def test_symbolic_build_check_fails_when_the_hook_is_gone(monkeypatch):
+    for cls in keras.Model.__mro__:
+        if _keras_compat.SYMBOLIC_BUILD in cls.__dict__:
+            monkeypatch.delattr(cls, _keras_compat.SYMBOLIC_BUILD)
+    with pytest.raises(RuntimeError, match="_maybe_symbolic_build"):
+        _keras_compat.check_symbolic_build_hook()
+
+
+def test_loss_tracker_is_the_metric_behind_the_loss_log():
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL, precision="float32")
+    model.compile()
+    tracker = _keras_compat.loss_tracker(model)
+    x = np.zeros((4, 16, 16, 1), "float32")
+    logs = model.train_on_batch(x, np.zeros(4), return_dict=True)
+    assert float(tracker.result()) == pytest.approx(logs["loss"])
+    uncompiled = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    with pytest.raises(RuntimeError, match="_loss_tracker"):
+        _keras_compat.loss_tracker(uncompiled)
+
+
+def test_multi_worker_mode_method_exists():
+    module = sys.modules[tf.distribute.MultiWorkerMirroredStrategy.__module__]
+    extended = module.CollectiveAllReduceExtended
+    assert callable(extended._in_multi_worker_mode)
+    assert _keras_compat.in_multi_worker_mode(tf.distribute.get_strategy()) is False
+
+
+def test_first_local_batch_takes_the_first_replica():
+    strategy = tf.distribute.get_strategy()
+    batches = iter([(np.ones((2, 3)), np.zeros(2))])
+    batch = _keras_compat.first_local_batch([(0, 0, batches)], strategy)
+    assert batch[0].shape == (2, 3)
