@@ -161,8 +161,8 @@ class NiNBlock(keras.layers.Layer):
 
     >>> import numpy as np
     >>> block = NiNBlock(96, 3)
-    >>> block(np.zeros((2, 28, 28, 1), "float32")).shape
-    TensorShape([2, 28, 28, 96])
+    >>> tuple(block(np.zeros((2, 28, 28, 1), "float32")).shape)
+    (2, 28, 28, 96)
     >>> block.count_params() == 3 * 3 * 1 * 96 + 96 + 2 * (96 * 96 + 96)
     True
 
@@ -337,15 +337,15 @@ class NiNClassifierHead(keras.layers.Layer):
 
     Example:
 
-    >>> import numpy as np
+    >>> import keras, numpy as np
     >>> head = NiNClassifierHead(10)
-    >>> probs = head(np.ones((2, 5, 5, 384), "float32"))
+    >>> probs = keras.ops.convert_to_numpy(head(np.ones((2, 5, 5, 384), "float32")))
     >>> probs.shape
-    TensorShape([2, 10])
+    (2, 10)
     >>> bool(np.allclose(np.sum(probs, axis=-1), 1.0, atol=1e-5))
     True
-    >>> head.class_maps(np.ones((2, 5, 5, 384), "float32")).shape
-    TensorShape([2, 5, 5, 10])
+    >>> tuple(head.class_maps(np.ones((2, 5, 5, 384), "float32")).shape)
+    (2, 5, 5, 10)
     """
 
     def __init__(

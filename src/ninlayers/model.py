@@ -7,9 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
-import tensorflow as tf
 
-from ninlayers import _checks, _keras_compat, runtime
+from ninlayers import _checks, _keras_compat, _steps, runtime
 from ninlayers.layers import NiNBlock, NiNClassifierHead
 
 __all__ = ["ARCHITECTURES", "BlockSpec", "NiN", "minimum_input_size"]
@@ -163,22 +162,6 @@ def minimum_input_size(
     return size
 
 
-def _logs_for_reduction(logs: dict[str, Any]) -> dict[str, Any]:
-    """Makes a step's logs reducible by Keras under several workers.
-
-    Keras 3 (TensorFlow backend) reduces each replica's logs with
-    `strategy.reduce("MEAN", value, axis=0)` when a
-    `MultiWorkerMirroredStrategy` spans several workers, and a scalar has no
-    axis 0 (`Invalid reduction dimension 0 for input with 0 dimensions`).
-    Each log becomes a vector of one, which that reduction turns back into
-    the scalar mean over the replicas. Other strategies get the logs as they
-    are. Reported upstream as tensorflow/tensorflow#72388.
-    """
-    if _keras_compat.in_multi_worker_mode(tf.distribute.get_strategy()):
-        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
-    return logs
-
-
 @keras.saving.register_keras_serializable(package="ninlayers")
 class NiN(keras.Model):
     """Network in Network: NiN blocks, max pooling, and a dense-free head.
@@ -211,8 +194,9 @@ class NiN(keras.Model):
             Defaults to `3`.
         num_mlp_layers: int. 1x1 convolutions per block. Defaults to `2`.
         activation: str. Activation in every block. Defaults to `"relu"`.
-        use_batch_norm: bool. Batch norm after every convolution (TensorFlow's
-            fused kernel). Defaults to `False`.
+        use_batch_norm: bool. Batch norm after every convolution
+            (`FusedBatchNormalization`: TensorFlow's fused kernel on
+            TensorFlow, Keras's batch norm elsewhere). Defaults to `False`.
         head_final_activation: bool. Whether the class maps pass through the
             activation, as in the paper. `False` makes the head's
             last 1x1 convolution a linear projection (logits that can be
@@ -432,42 +416,20 @@ class NiN(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def train_step(self, data):
+    def train_step(self, *args):
         """One training step: forward, loss, gradients, clipping, update.
 
-        Logs the loss as the true mean over the global batch (under
-        `tf.distribute`, `compute_loss` divides it by the replica count for
-        the gradient sum; the log multiplies that back), the compiled metrics
-        and `gradient_norm`, the global norm of the gradients before clipping.
+        The same contract on every backend (`ninlayers._steps`): the loss is
+        logged as Keras logs it (under `tf.distribute`, the true mean over
+        the global batch), the compiled metrics, and `gradient_norm`, the
+        global norm of the gradients before clipping to
+        `gradient_clip_norm`. Takes `(data)` on TensorFlow and PyTorch and
+        the stateless `(state, data)` on JAX, as Keras's trainers call it.
         """
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self.compute_loss(
-                x=x,
-                y=y,
-                y_pred=y_pred,
-                sample_weight=sample_weight,
-                training=True,
-            )
-            scaled_loss = self.optimizer.scale_loss(loss)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        # Keras's own loss tracker, so `loss` appears in the logs as usual.
-        _keras_compat.loss_tracker(self).update_state(
-            loss * replicas, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
-        )
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled_loss, variables)
-        gradients = self._clip_gradients(gradients, replicas)
-        self.optimizer.apply(gradients, variables)
-        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        return _logs_for_reduction(logs)
+        return _steps.for_backend().train_step(self, *args)
 
-    def test_step(self, data):
-        logs = super().test_step(data)
-        # The gradient norm is a training quantity; evaluation has none.
-        logs.pop(self.gradient_norm_tracker.name, None)
-        return _logs_for_reduction(logs)
+    def test_step(self, *args):
+        return _steps.for_backend().test_step(self, *args)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Builds metrics and optimizer from one replica's first batch.
@@ -484,38 +446,6 @@ class NiN(keras.Model):
             data_batch = _keras_compat.first_local_batch(iterator, strategy)
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def _clip_gradients(self, gradients, replicas: int):
-        """Records the global gradient norm and clips to it when asked.
-
-        Under `tf.distribute` each replica holds its part of the gradient, so
-        the norm is taken after an all-reduce; the reduced gradients are then
-        divided by the replica count, since the optimizer sums them again.
-        """
-        if replicas > 1:
-            gradients = tf.distribute.get_replica_context().all_reduce(
-                tf.distribute.ReduceOp.SUM, gradients
-            )
-        loss_scale = getattr(self.optimizer, "dynamic_scale", None)
-        unscaled = (
-            gradients
-            if loss_scale is None
-            else [g / tf.cast(loss_scale, g.dtype) for g in gradients]
-        )
-        norm = tf.linalg.global_norm(unscaled)
-        self.gradient_norm_tracker.update_state(norm)
-        if self.gradient_clip_norm is not None:
-            unscaled, _ = tf.clip_by_global_norm(
-                unscaled, self.gradient_clip_norm, use_norm=norm
-            )
-            gradients = (
-                unscaled
-                if loss_scale is None
-                else [g * tf.cast(loss_scale, g.dtype) for g in unscaled]
-            )
-        if replicas > 1:
-            gradients = [g / replicas for g in gradients]
-        return gradients
 
     # --- Checks and config ---
 

@@ -10,6 +10,7 @@ and every choice can be overridden.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PRECISIONS",
     "STRATEGIES",
+    "SingleDevice",
     "get_strategy",
     "is_chief",
     "strategy_name",
@@ -41,6 +43,10 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 _ENV_PRECISION = "NINLAYERS_PRECISION"
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+# Backends whose CPU kernels run bfloat16 faster than float32 where the CPU
+# has bfloat16 dot products (docs/backends.md has the measurements).
+_CPU_BFLOAT16_BACKENDS = ("tensorflow", "torch")
 
 
 @functools.cache
@@ -65,11 +71,32 @@ def cpu_supports_bfloat16() -> bool:
 
 
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
-    """Returns the CUDA compute capability of each visible GPU.
+    """Returns the CUDA compute capability of each GPU the backend sees.
+
+    Asks the active Keras backend (TensorFlow, JAX or PyTorch), so a JAX or
+    PyTorch user's GPUs count without TensorFlow being imported.
 
     Returns:
         list of `(major, minor)` tuples, empty on a machine without GPUs.
     """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return [
+            _capability(getattr(device, "compute_capability", "0.0"))
+            for device in jax.devices()
+            if device.platform == "gpu"
+        ]
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return []
+        count = torch.cuda.device_count()
+        return [tuple(torch.cuda.get_device_capability(i)) for i in range(count)]
+    if backend != "tensorflow":
+        return []
     import tensorflow as tf
 
     capabilities = []
@@ -79,15 +106,22 @@ def gpu_compute_capabilities() -> list[tuple[int, int]]:
     return capabilities
 
 
+def _capability(text: str) -> tuple[int, int]:
+    major, _, minor = str(text).partition(".")
+    return (int(major or 0), int(minor or 0))
+
+
 def resolve_precision(precision: str = "auto") -> str:
     """Turns a precision choice into a Keras dtype policy name.
 
     `"auto"` (or the `NINLAYERS_PRECISION` environment variable, when set)
     picks what is fastest on this machine without losing accuracy:
-    `"mixed_float16"` when every visible GPU has tensor cores (compute
-    capability 7.0 or more), `"float32"` on other GPUs, `"mixed_bfloat16"` on
-    a CPU with AMX or AVX512-BF16, `"float32"` elsewhere. Mixed policies keep
-    the weights, the softmax and the loss in float32.
+    `"mixed_float16"` when every GPU the backend sees has tensor cores
+    (compute capability 7.0 or more), `"float32"` on other GPUs,
+    `"mixed_bfloat16"` on a CPU with AMX or AVX512-BF16 under TensorFlow or
+    PyTorch (oneDNN's bfloat16 kernels), `"float32"` elsewhere, JAX on a CPU
+    included (XLA's CPU kernels gain nothing from bfloat16 there). Mixed
+    policies keep the weights, the softmax and the loss in float32.
 
     Args:
         precision: str. One of `"auto"`, `"float32"`, `"mixed_bfloat16"`,
@@ -113,14 +147,18 @@ def resolve_precision(precision: str = "auto") -> str:
         if all(major >= 7 for major, _ in capabilities):
             return "mixed_float16"
         return "float32"
-    return "mixed_bfloat16" if cpu_supports_bfloat16() else "float32"
+    fast_bfloat16 = keras.backend.backend() in _CPU_BFLOAT16_BACKENDS
+    return "mixed_bfloat16" if fast_bfloat16 and cpu_supports_bfloat16() else "float32"
 
 
 def resolve_jit_compile(jit_compile: bool | str = "auto") -> bool:
     """Turns an XLA choice into `True` or `False`.
 
-    `"auto"` turns XLA on where a GPU is visible and off on CPU-only machines,
-    where XLA is slower than TensorFlow's oneDNN kernels for NiN.
+    `"auto"` follows the backend: on JAX, XLA is how Keras runs at all
+    (without it every op runs alone, and NiN trained 1.7x slower on a CPU),
+    so it is on; on TensorFlow it is on where a GPU is visible and off on
+    CPU-only machines, where TensorFlow's oneDNN kernels are faster for NiN;
+    on PyTorch it is off (`torch.compile` is opt-in).
 
     Args:
         jit_compile: bool or `"auto"`. Defaults to `"auto"`.
@@ -140,14 +178,27 @@ def resolve_jit_compile(jit_compile: bool | str = "auto") -> bool:
             "`jit_compile` must be one of True, False, 'auto'. "
             f"Received: jit_compile={jit_compile!r}"
         )
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend != "tensorflow":
         return False
     return bool(gpu_compute_capabilities())
 
 
+class SingleDevice:
+    """The strategy of one device on a backend without `tf.distribute`."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        """A scope that changes nothing."""
+        return contextlib.nullcontext()
+
+
 def get_strategy(
     strategy: str = "auto", devices: Sequence[str] | None = None
-) -> tf.distribute.Strategy:
+) -> tf.distribute.Strategy | SingleDevice:
     """Returns a `tf.distribute` strategy by name.
 
     - `"default"`: TensorFlow's default strategy (one device);
@@ -161,6 +212,11 @@ def get_strategy(
     and batch the data with the global batch size: each replica gets
     `batch_size / num_replicas_in_sync` of it.
 
+    `tf.distribute` is TensorFlow's: on the JAX and PyTorch backends
+    `"auto"` and `"default"` give a `SingleDevice` (whose `scope()` does
+    nothing) and the others are refused; JAX users distribute with
+    `keras.distribution.DataParallel` instead (docs/backends.md).
+
     Args:
         strategy: str. One of `STRATEGIES`. Defaults to `"auto"`.
         devices: list of str or `None`. Devices of the mirrored strategy.
@@ -173,9 +229,18 @@ def get_strategy(
     >>> get_strategy("default").num_replicas_in_sync
     1
     """
+    _checks.one_of("strategy", strategy, STRATEGIES)
+    if keras.backend.backend() != "tensorflow":
+        if strategy not in ("auto", "default"):
+            raise ValueError(
+                f"`strategy={strategy!r}` is a tf.distribute strategy and needs "
+                "the TensorFlow backend (on JAX, use keras.distribution."
+                "DataParallel). Received: strategy="
+                f"{strategy!r} with KERAS_BACKEND={keras.backend.backend()!r}"
+            )
+        return SingleDevice()
     import tensorflow as tf
 
-    _checks.one_of("strategy", strategy, STRATEGIES)
     if strategy == "auto":
         gpus = tf.config.list_logical_devices("GPU")
         strategy = "mirrored" if len(gpus) > 1 else "default"
@@ -241,14 +306,16 @@ def task_dir_name() -> str | None:
     return f".{task.get('type', 'worker')}-{task.get('index', 0)}"
 
 
-def strategy_name(strategy: tf.distribute.Strategy) -> str:
+def strategy_name(strategy: tf.distribute.Strategy | SingleDevice) -> str:
     """The strategy's public class name (TensorFlow's classes are aliases).
 
     Example:
 
-    >>> strategy_name(get_strategy("default"))
-    'DefaultDistributionStrategy'
+    >>> strategy_name(SingleDevice())
+    'SingleDevice'
     """
+    if isinstance(strategy, SingleDevice):
+        return "SingleDevice"
     import tensorflow as tf
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):

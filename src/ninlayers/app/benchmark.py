@@ -83,15 +83,28 @@ def _time(fn: Callable[[], Any]) -> float:
 #: How the PyTorch peer's process is started (after the Python executable).
 _TORCH_PEER = ["-m", "ninlayers.app._torch_peer"]
 
+#: How a Keras-backend peer's process is started (after the Python executable).
+_KERAS_PEER = ["-m", "ninlayers.app._keras_peer"]
 
-class _TorchPeer:
-    """PyTorch's eager NiN (bfloat16 autocast) in a child process
-    (`ninlayers.app._torch_peer`).
 
-    Calling the peer trains one epoch there and returns when it is done.
+class _Peer:
+    """A benchmark path in a child process, timed from here.
+
+    The child gets the data in a `.npz` file, prints `ready`, then answers
+    each line it reads (`fit` or `predict`) with one line when done: the
+    parent times the round trip, so peers alternate with the in-process
+    paths as they do with each other.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        import os
         import subprocess
         import sys
         import tempfile
@@ -100,28 +113,41 @@ class _TorchPeer:
         data = f"{self._dir.name}/data.npz"
         np.savez(data, x=x, y=y)
         self._process = subprocess.Popen(
-            [sys.executable, *_TORCH_PEER, data, str(batch_size)],
+            [sys.executable, *args, data, str(batch_size)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         if self._process.stdout.readline().strip() != "ready":
             self.close()
-            raise RuntimeError("The PyTorch benchmark process did not start.")
+            raise RuntimeError(f"The benchmark process {args} did not start.")
 
-    def __call__(self) -> float:
-        self._process.stdin.write("epoch\n")
+    def ask(self, command: str) -> str:
+        """Sends one command and returns the reply when the child is done."""
+        self._process.stdin.write(command + "\n")
         self._process.stdin.flush()
         reply = self._process.stdout.readline()
         if not reply:
-            raise RuntimeError("The PyTorch benchmark process ended early.")
-        return float(reply)
+            raise RuntimeError("A benchmark process ended early.")
+        return reply.strip()
 
     def close(self) -> None:
         if self._process.poll() is None:
             self._process.stdin.close()
             self._process.wait(timeout=60)
         self._dir.cleanup()
+
+
+class _TorchPeer(_Peer):
+    """PyTorch's eager NiN (bfloat16 autocast) in a child process
+    (`ninlayers.app._torch_peer`). Calling it trains one epoch there."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+        super().__init__(_TORCH_PEER, x, y, batch_size)
+
+    def __call__(self) -> float:
+        return float(self.ask("epoch"))
 
 
 def _torch_peer(x: np.ndarray, y: np.ndarray, batch_size: int) -> _TorchPeer | None:
@@ -133,12 +159,27 @@ def _torch_peer(x: np.ndarray, y: np.ndarray, batch_size: int) -> _TorchPeer | N
     return _TorchPeer(x, y, batch_size)
 
 
+def _backend_peers(x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+    """ninlayers' NiN on every other installed Keras backend, by name."""
+    import importlib.util
+
+    active = keras.backend.backend()
+    return {
+        f"ninlayers_{backend}": _Peer(
+            _KERAS_PEER, x, y, batch_size, {"KERAS_BACKEND": backend}
+        )
+        for backend in ("tensorflow", "jax", "torch")
+        if backend != active and importlib.util.find_spec(backend) is not None
+    }
+
+
 def run_benchmark(
     images: int = 2048,
     repeats: int = 3,
     batch_size: int = 64,
     with_torch: bool = True,
     print_fn: Callable[[str], None] | None = print,
+    with_backends: bool = True,
 ) -> dict[str, Any]:
     """Times training and inference of the seed and of ninlayers' defaults.
 
@@ -155,6 +196,9 @@ def run_benchmark(
         with_torch: bool. Add PyTorch's eager NiN (bfloat16 autocast) as a
             peer when torch is installed. Defaults to `True`.
         print_fn: callable or `None`. Where the table goes.
+        with_backends: bool. Add ninlayers' NiN (with its per-backend
+            defaults) on every other installed Keras backend, each in its own
+            process, as `ninlayers_<backend>`. Defaults to `True`.
 
     Returns:
         dict: images/s per path for `train` and `predict` (medians), every
@@ -183,8 +227,13 @@ def run_benchmark(
     predict_fns = {
         name: (lambda m=m: m.predict(x, verbose=0)) for name, m in models.items()
     }
+    peers = _backend_peers(x, y, batch_size) if with_backends else {}
+    for name, peer in peers.items():
+        train_fns[name] = lambda p=peer: p.ask("fit")
+        predict_fns[name] = lambda p=peer: p.ask("predict")
     torch_peer = _torch_peer(x, y, batch_size) if with_torch else None
     if torch_peer is not None:
+        peers["torch_bf16_eager"] = torch_peer
         train_fns["torch_bf16_eager"] = torch_peer
 
     train_s: dict[str, list[float]] = {name: [] for name in train_fns}
@@ -198,8 +247,8 @@ def run_benchmark(
             for name, fn in predict_fns.items():
                 predict_s[name].append(_time(fn))
     finally:
-        if torch_peer is not None:
-            torch_peer.close()
+        for peer in peers.values():
+            peer.close()
 
     train = {k: images / statistics.median(v) for k, v in train_s.items()}
     predict = {k: images / statistics.median(v) for k, v in predict_s.items()}
@@ -208,6 +257,7 @@ def run_benchmark(
         "repeats": repeats,
         "batch_size": batch_size,
         "data": source,
+        "backend": keras.backend.backend(),
         "ninlayers_precision": models["ninlayers"].dtype_policy.name,
         "ninlayers_jit_compile": bool(models["ninlayers"].jit_compile),
         "cpu_bfloat16": runtime.cpu_supports_bfloat16(),
@@ -229,9 +279,10 @@ def format_result(result: dict[str, Any]) -> str:
     """Formats `run_benchmark`'s result as a table."""
     lines = [
         f"{result['images']} {result['data']}, batch {result['batch_size']}, "
-        f"median of {result['repeats']}; ninlayers precision "
-        f"{result['ninlayers_precision']}, XLA {result['ninlayers_jit_compile']}",
-        f"{'path':<18} {'train img/s':>12} {'x seed':>7} "
+        f"median of {result['repeats']}; on {result['backend']}, ninlayers "
+        f"precision {result['ninlayers_precision']}, XLA "
+        f"{result['ninlayers_jit_compile']} (peers: their backend's defaults)",
+        f"{'path':<20} {'train img/s':>12} {'x seed':>7} "
         f"{'predict img/s':>14} {'x seed':>7}",
     ]
     for name, rate in result["train_images_per_second"].items():
@@ -240,7 +291,7 @@ def format_result(result: dict[str, Any]) -> str:
             f"{predict:14.0f} {result['predict_ratio'][name]:7.2f}" if predict else ""
         )
         lines.append(
-            f"{name:<18} {rate:12.0f} {result['train_ratio'][name]:7.2f} {p_text}"
+            f"{name:<20} {rate:12.0f} {result['train_ratio'][name]:7.2f} {p_text}"
         )
     if "train_ratio_vs_torch" in result:
         lines.append(

@@ -6,6 +6,8 @@
     ninlayers cam MODEL IMAGE... -o out.png
     ninlayers benchmark [--images N] [--repeats N]
 
+`ninlayers --backend {tensorflow,jax,torch} COMMAND ...` runs the command on
+that Keras backend (in a new process when Keras already runs on another).
 Errors print one line to stderr and exit with status 2 (1 for an unexpected
 error); `--debug` shows the traceback.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,7 +27,10 @@ from ninlayers.app.recipes import RECIPES
 from ninlayers.model import ARCHITECTURES
 from ninlayers.runtime import PRECISIONS, STRATEGIES
 
-__all__ = ["build_parser", "main"]
+__all__ = ["BACKENDS", "build_parser", "main"]
+
+#: The Keras backends the command runs on.
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def _argument(check: Callable[[str, Any], Any], parse: type) -> Callable[[str], Any]:
@@ -57,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--debug", action="store_true", help="show tracebacks on errors"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="Keras backend to run on (default: $KERAS_BACKEND, else tensorflow)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -165,6 +176,11 @@ def _add_inference(commands: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--no-torch", action="store_true", help="leave PyTorch out even when installed"
     )
+    bench.add_argument(
+        "--no-backends",
+        action="store_true",
+        help="leave out ninlayers on the other installed Keras backends",
+    )
     bench.add_argument("--json", help="also write the figures to this file")
 
 
@@ -240,16 +256,32 @@ def _run(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             batch_size=args.batch_size,
             with_torch=not args.no_torch,
+            with_backends=not args.no_backends,
         )
         if args.json:
             write_json(args.json, result)
     return 0
 
 
+def _active_backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def _rerun_on(backend: str, argv: Sequence[str]) -> int:
+    """Runs the same command in a new process on `backend`: Keras chooses
+    its backend once, when it is imported, and this process already has."""
+    command = [sys.executable, "-m", "ninlayers.app.cli", *argv]
+    return subprocess.call(command, env={**os.environ, "KERAS_BACKEND": backend})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the `ninlayers` command; returns its exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    if args.backend is not None and args.backend != _active_backend():
+        return _rerun_on(args.backend, sys.argv[1:] if argv is None else argv)
     try:
         return _run(args)
     except KeyboardInterrupt:

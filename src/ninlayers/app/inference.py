@@ -188,7 +188,9 @@ def predict_dataset(
     """Predictions and labels of every `(images, labels)` batch of `ds`."""
     probs, labels = [], []
     for x, y in ds:
-        probs.append(np.asarray(model(x, training=False), dtype="float32"))
+        # NumPy in between: the tf.data batches feed any Keras backend.
+        outputs = model(np.asarray(x), training=False)
+        probs.append(keras.ops.convert_to_numpy(outputs).astype("float32"))
         labels.append(np.asarray(y))
     return np.concatenate(probs), np.concatenate(labels)
 

@@ -122,7 +122,8 @@ def train(
         seed: int. Seeds Python, NumPy, the backend and the data order.
         deterministic: bool. Turn on TensorFlow's op determinism, so that two
             runs with the same seed on the same machine give identical
-            weights (a little slower).
+            weights (a little slower). TensorFlow backend only: the others
+            are seeded, with no determinism switch.
         strategy: str. `"auto"`, `"default"`, `"mirrored"` or
             `"multiworker"` (see `ninlayers.runtime.get_strategy`). The batch
             size is the global one. Under `"multiworker"` only the chief writes
@@ -202,7 +203,8 @@ def _output_dir(output_dir: str | os.PathLike) -> Path:
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
-    if deterministic:
+    # TensorFlow's switch; the other backends get only the seeds here.
+    if deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
