@@ -27,7 +27,19 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+# JAX and PyTorch compile (or run eagerly) each drawn case more slowly than
+# TensorFlow: the backend matrix draws fewer of them.
+settings.register_profile(
+    "backend",
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+_DEFAULT_PROFILE = (
+    "default" if os.environ["KERAS_BACKEND"] == "tensorflow" else "backend"
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", _DEFAULT_PROFILE))
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,9 @@ import pytest
 from helpers import SMALL
 from ninlayers import NiN, NiNBlock, NiNClassifierHead, explain
 
+# Runs on every Keras backend (the README's backend matrix).
+pytestmark = pytest.mark.backends
+
 
 def test_class_map_model_outputs_the_head_maps_and_predictions():
     model = NiN(input_shape=(28, 28, 1), precision="float32")

@@ -8,8 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import check_layer
+from helpers import check_layer, to_numpy
 from ninlayers import FusedBatchNormalization, NiNBlock, NiNClassifierHead
+
+# Runs on every Keras backend (the README's backend matrix).
+pytestmark = pytest.mark.backends
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -110,13 +113,13 @@ def test_block_defaults_are_the_paper_micro_network():
     assert block.count_params() == 3 * 3 * 1 * 96 + 96 + 2 * (96 * 96 + 96)
     # Each convolution is followed by a ReLU: no output is negative.
     y = block(np.random.default_rng(1).normal(size=(2, 28, 28, 1)))
-    assert float(np.min(y)) >= 0.0
+    assert float(np.min(to_numpy(y))) >= 0.0
 
 
 def test_block_matches_numpy():
     block = NiNBlock(4, 3, num_mlp_layers=1, padding="valid")
     x = np.random.default_rng(2).normal(size=(1, 5, 5, 2)).astype("float32")
-    y = np.asarray(block(x))
+    y = to_numpy(block(x))
     (k0, b0), (k1, b1) = [c.get_weights() for c in block.convs]
     first = np.zeros((1, 3, 3, 4), "float32")
     for i in range(3):
@@ -138,8 +141,8 @@ def test_block_channels_first_equals_channels_last(batch_norm):
     last(x)
     first(np.transpose(x, (0, 3, 1, 2)))
     first.set_weights(last.get_weights())
-    y_last = np.asarray(last(x, training=batch_norm))
-    y_first = np.asarray(first(np.transpose(x, (0, 3, 1, 2)), training=batch_norm))
+    y_last = to_numpy(last(x, training=batch_norm))
+    y_first = to_numpy(first(np.transpose(x, (0, 3, 1, 2)), training=batch_norm))
     assert y_first.shape == (2, 6, 5, 5)
     np.testing.assert_allclose(
         np.transpose(y_first, (0, 2, 3, 1)), y_last, rtol=1e-4, atol=1e-4
@@ -149,7 +152,7 @@ def test_block_channels_first_equals_channels_last(batch_norm):
 def test_block_final_activation_off_allows_negative_outputs():
     block = NiNBlock(8, 3, final_activation=False)
     y = block(np.random.default_rng(4).normal(size=(4, 6, 6, 3)))
-    assert float(np.min(y)) < 0.0
+    assert float(np.min(to_numpy(y))) < 0.0
 
 
 @given(
@@ -175,8 +178,8 @@ def test_head_shapes_params_and_probabilities(
         expected_num_non_trainable=0,
     )
     x = np.random.default_rng(5).normal(size=(3, size, size, channels))
-    scores = np.asarray(head(x))
-    maps = np.asarray(head.class_maps(x))
+    scores = to_numpy(head(x))
+    maps = to_numpy(head.class_maps(x))
     assert maps.shape == (3, size, size, num_classes)
     pooled = maps.mean(axis=(1, 2))
     if logits:
@@ -190,8 +193,9 @@ def test_head_shapes_params_and_probabilities(
 def test_head_softmax_is_float32_under_mixed_precision():
     head = NiNClassifierHead(10, dtype="mixed_bfloat16")
     probs = head(np.ones((2, 3, 3, 8), "float32"))
-    assert probs.dtype == "float32"
-    assert head.class_maps(np.ones((2, 3, 3, 8))).dtype == "bfloat16"
+    assert keras.backend.standardize_dtype(probs.dtype) == "float32"
+    maps = head.class_maps(np.ones((2, 3, 3, 8)))
+    assert keras.backend.standardize_dtype(maps.dtype) == "bfloat16"
 
 
 @given(
@@ -211,23 +215,37 @@ def test_fused_batch_norm_equals_keras(shape, shift, scale):
     for layer in (fused, plain):
         layer.gamma.assign(gamma)
     np.testing.assert_allclose(
-        fused(x, training=True), plain(x, training=True), rtol=1e-4, atol=1e-4
+        to_numpy(fused(x, training=True)),
+        to_numpy(plain(x, training=True)),
+        rtol=1e-4,
+        atol=1e-4,
     )
     np.testing.assert_allclose(
-        fused.moving_mean.numpy(), plain.moving_mean.numpy(), rtol=1e-5, atol=1e-6
+        keras.ops.convert_to_numpy(fused.moving_mean),
+        keras.ops.convert_to_numpy(plain.moving_mean),
+        rtol=1e-5,
+        atol=1e-6,
     )
-    # The fused kernel's moving variance uses the unbiased batch variance.
+    # TensorFlow's fused kernel updates the moving variance with the unbiased
+    # batch variance; other backends run Keras's layer, which uses the biased.
     n = shape[0] * shape[1] * shape[2]
     if n > 1:
         biased = x.var(axis=(0, 1, 2))
-        expected = 0.5 * 1.0 + 0.5 * biased * n / (n - 1)
+        fused_kernel = keras.backend.backend() == "tensorflow"
+        expected = 0.5 * 1.0 + 0.5 * biased * (n / (n - 1) if fused_kernel else 1)
         np.testing.assert_allclose(
-            fused.moving_variance.numpy(), expected, rtol=1e-3, atol=1e-4
+            keras.ops.convert_to_numpy(fused.moving_variance),
+            expected,
+            rtol=1e-3,
+            atol=1e-4,
         )
     for layer in (fused, plain):
         layer.moving_variance.assign(np.full(shape[-1], 2.0, "float32"))
     np.testing.assert_allclose(
-        fused(x, training=False), plain(x, training=False), rtol=1e-4, atol=1e-4
+        to_numpy(fused(x, training=False)),
+        to_numpy(plain(x, training=False)),
+        rtol=1e-4,
+        atol=1e-4,
     )
 
 
@@ -246,14 +264,14 @@ def test_fused_batch_norm_passes_the_layer_checks(shape):
 def test_fused_batch_norm_bfloat16_keeps_dtype_and_float32_weights():
     layer = FusedBatchNormalization(dtype="mixed_bfloat16")
     y = layer(np.ones((2, 3, 3, 4), "float32"), training=True)
-    assert y.dtype == "bfloat16"
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
     assert all(w.dtype == "float32" for w in layer.weights)
 
 
 def test_fused_batch_norm_falls_back_for_2d_inputs():
     layer = FusedBatchNormalization()
     x = np.random.default_rng(8).normal(size=(8, 5)).astype("float32")
-    y = np.asarray(layer(x, training=True))
+    y = to_numpy(layer(x, training=True))
     np.testing.assert_allclose(y.mean(axis=0), 0.0, atol=1e-5)
 
 

@@ -9,6 +9,9 @@ import pytest
 from helpers import SMALL, run_python
 from ninlayers import NiN, NiNBlock, NiNClassifierHead
 
+# Runs on every Keras backend (the README's backend matrix).
+pytestmark = pytest.mark.backends
+
 USER_MODULE = textwrap.dedent(
     """
     import keras

@@ -11,6 +11,9 @@ from hypothesis import strategies as st
 
 from ninlayers import OneCycleSchedule
 
+# Runs on every Keras backend (the README's backend matrix).
+pytestmark = pytest.mark.backends
+
 
 def one_cycle(peak: float, total: int, fraction: float, step: int) -> float:
     """0.1.0's closed form: linear warm-up, then half a cosine to zero."""

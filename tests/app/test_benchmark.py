@@ -32,6 +32,7 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys):
                 "--repeats",
                 "1",
                 "--no-torch",
+                "--no-backends",
                 "--json",
                 str(tmp_path / "b.json"),
             ]
@@ -75,3 +76,26 @@ def test_torch_peer_runs_each_epoch_in_its_own_process(monkeypatch, tmp_path):
         peer.close()
     assert log.read_text() == "epoch\nepoch\n"
     assert peer._process.returncode == 0
+
+
+@pytest.mark.slow
+def test_keras_backend_peers_train_and_predict_in_their_own_process():
+    import keras
+
+    from ninlayers.app.benchmark import _backend_peers
+
+    x = np.random.default_rng(0).uniform(size=(16, 28, 28, 1)).astype("float32")
+    peers = _backend_peers(x, np.arange(16) % 10, 8)
+    try:
+        # The test extras install every backend: each other one is a peer.
+        active = keras.backend.backend()
+        assert set(peers) == {
+            f"ninlayers_{b}" for b in ("tensorflow", "jax", "torch") if b != active
+        }
+        for peer in peers.values():
+            assert peer.ask("fit") == "done" and peer.ask("predict") == "done"
+    finally:
+        for peer in peers.values():
+            peer.close()
+    for peer in peers.values():
+        assert peer._process.returncode == 0

@@ -164,3 +164,39 @@ def test_train_makes_no_new_iterator_per_epoch(tmp_path, monkeypatch):
     assert len(iterators[3]) == len(iterators[1])
     # The training data (5 batches a pass) is only ever iterated endlessly.
     assert 5 not in iterators[3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_train_runs_end_to_end_on_another_backend(tmp_path, backend):
+    out = tmp_path / backend
+    result = run_cli(
+        "--backend",
+        backend,
+        "train",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "100",
+        "--output",
+        out,
+        "--verbose",
+        "0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test accuracy" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["versions"]["keras_backend"] == backend
+    assert "tensorflow" not in metrics["versions"]
+    assert metrics["strategy"] == "SingleDevice"
+    history = metrics["history"]
+    assert len(history["loss"]) == 2 and len(history["gradient_norm"]) == 2
+    assert {"model.keras", "cam.png", "history.png"} <= {p.name for p in out.iterdir()}
+    # A tf.distribute strategy on this backend: one line saying what it needs.
+    refused = run_cli("--backend", backend, "train", "--strategy", "mirrored")
+    assert refused.returncode == 2
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("ninlayers: error:") and "needs the TensorFlow" in last
+    assert "Traceback" not in refused.stderr

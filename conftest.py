@@ -1,0 +1,31 @@
+"""Collection rules for the whole repository (doctests of src/ included).
+
+- The step module of each Keras backend imports that backend's framework:
+  only the active backend's is collected (ninlayers imports only that one).
+- The library's doctests carry the `backends` marker, as the test modules
+  that run on every Keras backend do (the README's backend matrix runs
+  `-m backends` under JAX and PyTorch).
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+_BACKEND = os.environ["KERAS_BACKEND"]
+collect_ignore = [
+    f"src/ninlayers/_steps/{name}.py"
+    for name in ("tensorflow", "jax", "torch")
+    if name != _BACKEND
+]
+
+
+def pytest_collection_modifyitems(items):
+    library = Path(__file__).parent / "src" / "ninlayers"
+    for item in items:
+        if isinstance(item, pytest.DoctestItem):
+            path = Path(str(item.path))
+            if path.parent == library:
+                item.add_marker(pytest.mark.backends)

@@ -1,0 +1,159 @@
+"""ninlayers on every Keras backend: imports, defaults, portable files, JAX
+data parallelism.
+
+Each check runs in fresh processes, one per backend (Keras picks its backend
+once, when it is imported), so the TensorFlow run of the suite tests all
+three; the backend matrix runs the rest of the suite under JAX and PyTorch.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from ninlayers import runtime
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def run_on(backend: str, code: str, extra_env: dict | None = None) -> str:
+    """Runs `code` in a fresh process on `backend`; returns its stdout."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, **(extra_env or {})},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_import_build_and_compile_load_no_tensorflow(backend):
+    out = run_on(
+        backend,
+        """
+        import sys
+        import ninlayers
+        model = ninlayers.NiN()
+        model.compile()
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))
+        """,
+    )
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_backend_defaults(backend):
+    out = run_on(
+        backend,
+        """
+        import json
+        from ninlayers import runtime
+        print(json.dumps([
+            runtime.resolve_jit_compile("auto"),
+            runtime.resolve_precision("auto"),
+            runtime.gpu_compute_capabilities(),
+        ]))
+        """,
+        {"NINLAYERS_PRECISION": "auto"},
+    )
+    jit, precision, gpus = json.loads(out.strip().splitlines()[-1])
+    assert gpus == []  # these test machines have no GPU
+    assert jit is (backend == "jax")
+    bfloat16 = runtime.cpu_supports_bfloat16() and backend != "jax"
+    assert precision == ("mixed_bfloat16" if bfloat16 else "float32")
+
+
+SAVE = """
+import numpy as np, keras, ninlayers
+keras.utils.set_random_seed(0)
+model = ninlayers.NiN(
+    num_classes=4, input_shape=(16, 16, 1), use_batch_norm=True,
+    architecture=[{"filters": 8, "kernel_size": 3}, {"filters": 16, "kernel_size": 3}],
+    precision="float32", test_time_flip=True, class_names=list("abcd"),
+)
+model.compile(optimizer="sgd")
+x = np.random.default_rng(1).uniform(size=(8, 16, 16, 1)).astype("float32")
+model.fit(x, np.arange(8) % 4, epochs=1, verbose=0)
+model.save(r"{path}")
+np.save(r"{path}.npy", model.predict(x, verbose=0))
+"""
+
+LOAD = """
+import json, numpy as np, keras, ninlayers
+x = np.random.default_rng(1).uniform(size=(8, 16, 16, 1)).astype("float32")
+out = {{}}
+for name in {names!r}:
+    model = keras.saving.load_model(r"{folder}/" + name + ".keras")
+    got = model.predict(x, verbose=0)
+    want = np.load(r"{folder}/" + name + ".keras.npy")
+    out[name] = [float(np.max(np.abs(got - want))), model.class_names]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_keras_files_cross_backends_with_equal_predictions(tmp_path):
+    for backend in BACKENDS:
+        run_on(backend, SAVE.replace("{path}", str(tmp_path / f"{backend}.keras")))
+    for backend in BACKENDS:
+        others = [b for b in BACKENDS if b != backend]
+        out = run_on(backend, LOAD.format(names=others, folder=tmp_path))
+        for name, (difference, class_names) in json.loads(out).items():
+            assert difference < 1e-5, f"saved on {name}, loaded on {backend}"
+            assert class_names == list("abcd")
+
+
+DATA_PARALLEL = """
+import json, numpy as np, keras, jax, ninlayers
+assert len(jax.devices()) == 2, jax.devices()
+arch = [{"filters": 8, "kernel_size": 3}, {"filters": 16, "kernel_size": 3}]
+rng = np.random.default_rng(0)
+x = rng.uniform(size=(64, 16, 16, 1)).astype("float32")
+y = rng.integers(0, 4, 64)
+
+def build():
+    model = ninlayers.NiN(num_classes=4, input_shape=(16, 16, 1), architecture=arch,
+                          use_batch_norm=True, precision="float32",
+                          gradient_clip_norm=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    return model
+
+keras.utils.set_random_seed(0)
+one = build()
+start = one.get_weights()
+history_one = one.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+data_parallel = keras.distribution.DataParallel(devices=jax.devices())
+with data_parallel.scope():
+    two = build()
+    two.set_weights(start)
+    history_two = two.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+print(json.dumps({
+    "loss": [history_one.history["loss"], history_two.history["loss"]],
+    "norm": [h.history["gradient_norm"] for h in (history_one, history_two)],
+    "weights": max(float(np.max(np.abs(a - b)))
+                   for a, b in zip(one.get_weights(), two.get_weights())),
+    "sharded": str(two.trainable_variables[0].value.sharding),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_jax_data_parallel_on_two_host_devices_equals_one_device():
+    out = run_on(
+        "jax",
+        DATA_PARALLEL,
+        {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    np.testing.assert_allclose(*result["loss"], rtol=1e-5)
+    np.testing.assert_allclose(*result["norm"], rtol=1e-4)
+    assert result["weights"] < 1e-5
+    assert "'batch': 2" in result["sharded"]  # the mesh spans both devices
