@@ -14,28 +14,16 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-settings.register_profile(
-    "default",
-    max_examples=12,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    derandomize=True,
-)
-settings.register_profile(
-    "thorough",
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-# JAX and PyTorch compile (or run eagerly) each drawn case more slowly than
-# TensorFlow: the backend matrix draws fewer of them.
-settings.register_profile(
-    "backend",
-    max_examples=5,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    derandomize=True,
-)
+# "backend": JAX and PyTorch compile (or run eagerly) each drawn case more
+# slowly than TensorFlow, so the backend matrix draws fewer of them.
+for _name, _examples in (("default", 12), ("thorough", 100), ("backend", 5)):
+    settings.register_profile(
+        _name,
+        max_examples=_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        derandomize=_name != "thorough",
+    )
 _DEFAULT_PROFILE = (
     "default" if os.environ["KERAS_BACKEND"] == "tensorflow" else "backend"
 )

@@ -41,6 +41,16 @@ def test_loss_tracker_is_the_metric_behind_the_loss_log():
         _keras_compat.loss_tracker(uncompiled)
 
 
+def test_trainer_strategy_is_the_strategy_the_model_was_built_in():
+    def build():
+        return NiN(input_shape=(16, 16, 1), architecture=SMALL, precision="float32")
+
+    assert _keras_compat.trainer_strategy(build()) is None
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        assert _keras_compat.trainer_strategy(build()) is strategy
+
+
 def test_multi_worker_mode_method_exists():
     module = sys.modules[tf.distribute.MultiWorkerMirroredStrategy.__module__]
     extended = module.CollectiveAllReduceExtended

@@ -1,14 +1,17 @@
 """Every use of a private Keras or TensorFlow internal, in one place.
 
-ninlayers needs three internals, each to work around a Keras 3 limitation
-under `tf.distribute` (docs/distributed.md). Each accessor fails loudly,
-naming the Keras version, if an upgrade removes what it relies on, and
-tests/test_keras_compat.py checks that each one still exists.
+ninlayers needs four internals, each to work around a Keras 3 limitation
+under `tf.distribute` (docs/distributed.md) or to log as Keras does. The
+accessors fail loudly, naming the Keras version, if an upgrade removes what
+they rely on (`trainer_strategy` excepted: the other backends never have
+it), and tests/test_keras_compat.py checks that each internal still exists.
 
 - `Model._maybe_symbolic_build(iterator, data_batch)`: the TensorFlow
   trainer's hook that builds metrics and optimizer from the first batch.
   NiN overrides it because the trainer reduces a distributed batch in a way
   `MultiWorkerMirroredStrategy` refuses.
+- `Model._distribute_strategy`: the `tf.distribute` strategy the TensorFlow
+  trainer was compiled under (absent on the other backends).
 - `Model._loss_tracker`: the `Mean` metric behind the `loss` log, which a
   custom `train_step` updates to log the loss as Keras's own step does.
 - `MultiWorkerMirroredStrategy.extended._in_multi_worker_mode()`: whether a
@@ -62,6 +65,12 @@ def first_local_batch(iterator: Any, strategy: Any) -> Any:
     for _, _, batches in iterator:
         return tf.nest.map_structure(first_local, next(batches))
     return None
+
+
+def trainer_strategy(model: keras.Model) -> Any:
+    """The `tf.distribute` strategy a model trains under, or `None` (the
+    TensorFlow trainer sets it at `compile`; other backends have none)."""
+    return getattr(model, "_distribute_strategy", None)
 
 
 def loss_tracker(model: keras.Model) -> keras.metrics.Mean:

@@ -441,7 +441,7 @@ class NiN(keras.Model):
         it `fit` and `evaluate` failed before the first step. The shapes are
         those of any one replica's batch: take the first local one.
         """
-        strategy = getattr(self, "_distribute_strategy", None)
+        strategy = _keras_compat.trainer_strategy(self)
         if iterator is not None and strategy is not None:
             data_batch = _keras_compat.first_local_batch(iterator, strategy)
             iterator = None
