@@ -97,3 +97,38 @@ def test_valid_arguments_are_accepted(filters, kernel, strides, padding):
     block = NiNBlock(filters, kernel, strides=strides, padding=padding)
     assert block.padding == padding.lower()
     assert BlockSpec(filters, kernel, strides, padding.lower()).filters == filters
+
+
+not_a_bool = st.one_of(
+    st.text(max_size=6), st.integers(), st.none(), st.floats(allow_nan=False)
+)
+
+
+@given(value=not_a_bool)
+def test_booleans_must_be_booleans_not_strings_or_numbers(value):
+    # bool("False") is True: a string must not pass for a boolean.
+    for name in ("use_batch_norm", "head_final_activation", "test_time_flip"):
+        refused(lambda n=name: NiN(**{n: value}), name, value)
+    refused(lambda: NiNBlock(8, 3, use_batch_norm=value), "use_batch_norm", value)
+    refused(lambda: NiNBlock(8, 3, final_activation=value), "final_activation", value)
+
+
+@pytest.mark.parametrize("misspelled", ["num_class", "use_batchnorm", "classes"])
+def test_misspelled_arguments_are_refused_not_ignored(misspelled):
+    with pytest.raises(ValueError, match=f"unknown argument.*{misspelled}") as info:
+        NiN(**{misspelled: 5})
+    assert "num_classes" in str(info.value)  # the expected names are listed
+    config = NiN(input_shape=(16, 16, 1), architecture=[(8, 3)]).get_config()
+    with pytest.raises(ValueError, match=misspelled):
+        NiN.from_config({**config, misspelled: 5})
+
+
+@pytest.mark.parametrize("padding", ["VALID", "Valid", "SAME"])
+def test_padding_in_any_case_counts_as_its_lower_case(padding):
+    from ninlayers import minimum_input_size
+
+    spec = BlockSpec(8, 3, padding=padding)
+    assert spec.padding == padding.lower()
+    lower = [{"filters": 8, "kernel_size": 3, "padding": padding.lower()}]
+    given_case = [{"filters": 8, "kernel_size": 3, "padding": padding}]
+    assert minimum_input_size(given_case) == minimum_input_size(lower)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 
 _PADDINGS = ("same", "valid")
 _DATA_FORMATS = ("channels_last", "channels_first")
@@ -84,6 +85,16 @@ def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:
             f"`{name}` must be one of {listed}. Received: {name}={value!r}"
         )
     return value
+
+
+def boolean(name: str, value: Any) -> bool:
+    """Returns `value` as a `bool`, or raises if it is not `True` or `False`.
+
+    A string such as `"False"` is refused: `bool("False")` is `True`.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
 
 
 def padding(value: Any) -> str:

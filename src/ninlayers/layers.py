@@ -195,8 +195,8 @@ class NiNBlock(keras.layers.Layer):
         self.padding = _checks.padding(padding)
         self.num_mlp_layers = _checks.non_negative_int("num_mlp_layers", num_mlp_layers)
         self.activation = _checks.activation("activation", activation)
-        self.final_activation = bool(final_activation)
-        self.use_batch_norm = bool(use_batch_norm)
+        self.final_activation = _checks.boolean("final_activation", final_activation)
+        self.use_batch_norm = _checks.boolean("use_batch_norm", use_batch_norm)
         self.batch_norm_momentum = _checks.fraction(
             "batch_norm_momentum", batch_norm_momentum
         )

@@ -47,7 +47,8 @@ class BlockSpec:
         _checks.positive_int("filters", self.filters)
         _checks.positive_int("kernel_size", self.kernel_size)
         _checks.positive_int("strides", self.strides)
-        _checks.padding(self.padding)
+        # Stored in lower case: "VALID" must count as "valid" everywhere.
+        object.__setattr__(self, "padding", _checks.padding(self.padding))
         if self.pool_size is not None:
             _checks.positive_int("pool_size", self.pool_size)
         _checks.positive_int("pool_strides", self.pool_strides)
@@ -259,7 +260,14 @@ class NiN(keras.Model):
         **kwargs: Any,
     ) -> None:
         # === Arguments ===
+        _check_unknown_arguments(kwargs)
         num_classes = _checks.positive_int("num_classes", num_classes)
+        use_batch_norm = _checks.boolean("use_batch_norm", use_batch_norm)
+        head_final_activation = _checks.boolean(
+            "head_final_activation", head_final_activation
+        )
+        include_head = _checks.boolean("include_head", include_head)
+        test_time_flip = _checks.boolean("test_time_flip", test_time_flip)
         blocks = _resolve_blocks(architecture)
         head_kernel_size = _checks.positive_int("head_kernel_size", head_kernel_size)
         if input_shape is None:
@@ -486,6 +494,24 @@ class NiN(keras.Model):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> NiN:
         return cls(**config)
+
+
+# Base-model arguments NiN passes on to `keras.Model` (from_config adds them).
+_MODEL_KWARGS = ("dtype", "trainable")
+
+
+def _check_unknown_arguments(kwargs: dict[str, Any]) -> None:
+    """Refuses a misspelled argument, which `keras.Model` would ignore."""
+    unknown = sorted(set(kwargs) - set(_MODEL_KWARGS))
+    if unknown:
+        import inspect
+
+        known = [p for p in inspect.signature(NiN.__init__).parameters][1:-1]
+        raise ValueError(
+            f"NiN got unknown argument(s) {unknown}; expected "
+            f"{', '.join(known + list(_MODEL_KWARGS))}. "
+            f"Received: {', '.join(f'{k}={kwargs[k]!r}' for k in unknown)}"
+        )
 
 
 def _default_input_shape(architecture: str | Sequence[Any]) -> tuple[int, ...]:

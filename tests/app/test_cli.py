@@ -200,3 +200,38 @@ def test_train_runs_end_to_end_on_another_backend(tmp_path, backend):
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("ninlayers: error:") and "needs the TensorFlow" in last
     assert "Traceback" not in refused.stderr
+
+
+def test_a_logits_model_reports_probabilities_and_the_true_loss(tmp_path):
+    from ninlayers import NiN
+
+    x = np.random.default_rng(0).uniform(size=(6, 16, 16, 1)).astype("float32")
+    kwargs = {"input_shape": (16, 16, 1), "architecture": [(8, 3)]}
+    logits = NiN(output_activation=None, precision="float32", **kwargs)
+    softmax = NiN(precision="float32", **kwargs)
+    softmax.set_weights(logits.get_weights())
+    expected = softmax.predict(x, verbose=0)
+    np.testing.assert_allclose(
+        app.inference.probabilities(logits, logits.predict(x, verbose=0)),
+        expected,
+        rtol=1e-5,
+    )
+    # A softmax model's outputs are taken as they are.
+    np.testing.assert_array_equal(
+        app.inference.probabilities(softmax, expected), expected.astype("float64")
+    )
+    paths = []
+    for i, image in enumerate(x):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray((image[..., 0] * 255).astype(np.uint8)).save(paths[-1])
+    from_logits, from_softmax = (
+        app.predict(model, paths, top=10) for model in (logits, softmax)
+    )
+    for a, b in zip(from_logits, from_softmax, strict=True):
+        assert a["class"] == b["class"]
+        assert a["probability"] == pytest.approx(b["probability"], rel=1e-4)
+        assert sum(p for _, p in a["top"]) == pytest.approx(1.0, abs=1e-5)
+    # The loss evaluate reports is the cross-entropy of the probabilities.
+    scores = [app.evaluate(model, limit=64) for model in (logits, softmax)]
+    assert scores[0]["loss"] == pytest.approx(scores[1]["loss"], rel=1e-4)
+    assert scores[0]["accuracy"] == scores[1]["accuracy"]

@@ -31,6 +31,7 @@ __all__ = [
     "load_images",
     "predict",
     "predict_dataset",
+    "probabilities",
     "scores",
 ]
 
@@ -40,6 +41,23 @@ DEFAULT_IMAGE_SIZE = data.FASHION_MNIST_SHAPE[:2]
 
 def _as_model(model: keras.Model | str | os.PathLike) -> keras.Model:
     return model if isinstance(model, keras.Model) else load_model(model)
+
+
+def probabilities(model: keras.Model, outputs: Any) -> np.ndarray:
+    """The model's outputs as class probabilities (float64).
+
+    A model whose `NiNClassifierHead` outputs logits (`output_activation=None`)
+    gets a softmax; other models' outputs are taken as probabilities.
+    """
+    outputs = np.asarray(keras.ops.convert_to_numpy(outputs), dtype="float64")
+    try:
+        logits = explain.find_head(model).output_activation is None
+    except ValueError:  # no NiN head: a model of the user's own
+        logits = False
+    if not logits:
+        return outputs
+    shifted = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def class_names(model: keras.Model, num_classes: int) -> list[str]:
@@ -129,7 +147,7 @@ def predict(
     model = _as_model(model)
     height, width, channels = input_size(model)
     images = load_images(image_paths, (height, width), channels, invert)
-    probs = np.asarray(model.predict(images, verbose=0), dtype="float64")
+    probs = probabilities(model, model.predict(images, verbose=0))
     names = class_names(model, probs.shape[-1])
     results = []
     for path, p in zip(image_paths, probs, strict=True):
@@ -165,7 +183,8 @@ def explain_images(
     model = _as_model(model)
     height, width, channels = input_size(model)
     images = load_images(image_paths, (height, width), channels, invert)
-    maps, probs = explain.class_activation_maps(model, images)
+    maps, outputs = explain.class_activation_maps(model, images)
+    probs = probabilities(model, outputs)
     names = class_names(model, probs.shape[-1])
     return plots.plot_class_activation_maps(images, maps, probs, names, output)
 
@@ -190,7 +209,7 @@ def predict_dataset(
     for x, y in ds:
         # NumPy in between: the tf.data batches feed any Keras backend.
         outputs = model(np.asarray(x), training=False)
-        probs.append(keras.ops.convert_to_numpy(outputs).astype("float32"))
+        probs.append(probabilities(model, outputs).astype("float32"))
         labels.append(np.asarray(y))
     return np.concatenate(probs), np.concatenate(labels)
 

@@ -31,7 +31,7 @@ from ninlayers.app.artifacts import (
     write_json,
 )
 from ninlayers.app.callbacks import GuardedBackup, HistoryLog, StopOnNaN, Throughput
-from ninlayers.app.inference import predict_dataset, scores
+from ninlayers.app.inference import predict_dataset, probabilities, scores
 from ninlayers.app.recipes import RECIPES, Recipe, build_loss, build_optimizer
 from ninlayers.errors import TrainingError
 from ninlayers.model import NiN
@@ -379,7 +379,8 @@ def write_artifacts(
         labels, probs.argmax(axis=-1), data.class_names, output / "confusion.png"
     )
     images = np.concatenate([np.asarray(x) for x, _ in data.test.take(1)])[:12]
-    maps, cam_probs = explain.class_activation_maps(model, images)
+    maps, cam_outputs = explain.class_activation_maps(model, images)
+    cam_probs = probabilities(model, cam_outputs)
     plots.plot_class_activation_maps(
         images, maps, cam_probs, data.class_names, output / "cam.png", labels[:12]
     )
