@@ -262,12 +262,11 @@ class NiN(keras.Model):
         # === Arguments ===
         _check_unknown_arguments(kwargs)
         num_classes = _checks.positive_int("num_classes", num_classes)
-        use_batch_norm = _checks.boolean("use_batch_norm", use_batch_norm)
-        head_final_activation = _checks.boolean(
-            "head_final_activation", head_final_activation
+        use_batch_norm, head_final_activation, include_head, test_time_flip = (
+            _check_flags(
+                use_batch_norm, head_final_activation, include_head, test_time_flip
+            )
         )
-        include_head = _checks.boolean("include_head", include_head)
-        test_time_flip = _checks.boolean("test_time_flip", test_time_flip)
         blocks = _resolve_blocks(architecture)
         head_kernel_size = _checks.positive_int("head_kernel_size", head_kernel_size)
         if input_shape is None:
@@ -277,11 +276,6 @@ class NiN(keras.Model):
         if gradient_clip_norm is not None:
             gradient_clip_norm = _checks.positive_number(
                 "gradient_clip_norm", gradient_clip_norm
-            )
-        if test_time_flip and not include_head:
-            raise ValueError(
-                "`test_time_flip` averages class predictions and needs the "
-                "head. Received: test_time_flip=True with include_head=False"
             )
         explicit_dtype = kwargs.pop("dtype", None)
         policy = keras.dtype_policies.get(
@@ -512,6 +506,27 @@ def _check_unknown_arguments(kwargs: dict[str, Any]) -> None:
             f"{', '.join(known + list(_MODEL_KWARGS))}. "
             f"Received: {', '.join(f'{k}={kwargs[k]!r}' for k in unknown)}"
         )
+
+
+def _check_flags(
+    use_batch_norm: Any,
+    head_final_activation: Any,
+    include_head: Any,
+    test_time_flip: Any,
+) -> tuple[bool, bool, bool, bool]:
+    """NiN's four switches as booleans, or a clear refusal."""
+    flags = (
+        _checks.boolean("use_batch_norm", use_batch_norm),
+        _checks.boolean("head_final_activation", head_final_activation),
+        _checks.boolean("include_head", include_head),
+        _checks.boolean("test_time_flip", test_time_flip),
+    )
+    if flags[3] and not flags[2]:
+        raise ValueError(
+            "`test_time_flip` averages class predictions and needs the "
+            "head. Received: test_time_flip=True with include_head=False"
+        )
+    return flags
 
 
 def _default_input_shape(architecture: str | Sequence[Any]) -> tuple[int, ...]:
