@@ -235,3 +235,15 @@ def test_a_logits_model_reports_probabilities_and_the_true_loss(tmp_path):
     scores = [app.evaluate(model, limit=64) for model in (logits, softmax)]
     assert scores[0]["loss"] == pytest.approx(scores[1]["loss"], rel=1e-4)
     assert scores[0]["accuracy"] == scores[1]["accuracy"]
+
+
+def test_sixteen_bit_grey_images_load_scaled_not_white(tmp_path):
+    ramp = np.linspace(0, 65535, 28 * 28).reshape(28, 28).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    Image.fromarray((ramp // 257).astype(np.uint8)).save(tmp_path / "flat.png")
+    for channels in (1, 3):
+        deep, flat = app.load_images(
+            [tmp_path / "deep.png", tmp_path / "flat.png"], channels=channels
+        )
+        np.testing.assert_allclose(deep, flat, atol=1 / 255 + 1e-6)
+        assert deep.mean() == pytest.approx(0.5, abs=0.01)

@@ -114,6 +114,7 @@ def _load_image(
         raise ImageFileError(f"Image file {path} does not exist.")
     try:
         with Image.open(path) as image:
+            image = _eight_bit(image)
             image = image.convert("L" if channels == 1 else "RGB")
             image = image.resize((size[1], size[0]), Image.BILINEAR)
             array = np.asarray(image, dtype="float32") / 255.0
@@ -124,6 +125,20 @@ def _load_image(
     if channels == 1:
         array = array[..., None]
     return 1.0 - array if invert else array
+
+
+def _eight_bit(image: Any) -> Any:
+    """A 16-bit grey image (PNG, TIFF) scaled to 8 bits.
+
+    Pillow's `convert("L")` clips such an image at 255 instead of scaling
+    it, which turns all but the darkest pixels white.
+    """
+    if not image.mode.startswith("I"):
+        return image
+    from PIL import Image
+
+    grey = np.asarray(image, dtype="float64") / 65535.0
+    return Image.fromarray(np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8), "L")
 
 
 def predict(
