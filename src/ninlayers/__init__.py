@@ -13,12 +13,12 @@ application, `ninlayers.app`, which this package never imports.
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import Any
 
 __version__ = "0.2.0"
 
 from ninlayers import errors, explain, export, runtime
+from ninlayers._deprecated import warn_moved
 from ninlayers.errors import (
     DatasetError,
     ImageFileError,
@@ -76,11 +76,6 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"ninlayers.{name}")
     if name in _MOVED_NAMES:
         target = _MOVED_NAMES[name]
-        warnings.warn(
-            f"ninlayers.{name} moved to {target}.{name} in 0.2.0; the old name "
-            "goes in 0.3.0.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        warn_moved(f"ninlayers.{name}", f"{target}.{name}")
         return getattr(importlib.import_module(target), name)
     raise AttributeError(f"module 'ninlayers' has no attribute {name!r}")
