@@ -63,3 +63,18 @@ def test_first_local_batch_takes_the_first_replica():
     batches = iter([(np.ones((2, 3)), np.zeros(2))])
     batch = _keras_compat.first_local_batch([(0, 0, batches)], strategy)
     assert batch[0].shape == (2, 3)
+
+
+def test_initial_epoch_set_in_on_train_begin_starts_fit_there():
+    class Resume(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            _keras_compat.set_initial_epoch(self.model, 2)
+
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL, precision="float32")
+    model.compile()
+    x, y = np.zeros((4, 16, 16, 1), "float32"), np.zeros(4)
+    history = model.fit(x, y, epochs=3, verbose=0, callbacks=[Resume()])
+    assert history.epoch == [2]
+    del model._initial_epoch
+    with pytest.raises(RuntimeError, match="_initial_epoch"):
+        _keras_compat.set_initial_epoch(model, 1)

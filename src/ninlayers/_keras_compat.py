@@ -1,6 +1,6 @@
 """Every use of a private Keras or TensorFlow internal, in one place.
 
-ninlayers needs four internals, each to work around a Keras 3 limitation
+ninlayers needs five internals, each to work around a Keras 3 limitation
 under `tf.distribute` (docs/distributed.md) or to log as Keras does. The
 accessors fail loudly, naming the Keras version, if an upgrade removes what
 they rely on (`trainer_strategy` excepted: the other backends never have
@@ -14,6 +14,8 @@ it), and tests/test_keras_compat.py checks that each internal still exists.
   trainer was compiled under (absent on the other backends).
 - `Model._loss_tracker`: the `Mean` metric behind the `loss` log, which a
   custom `train_step` updates to log the loss as Keras's own step does.
+- `Model._initial_epoch`: the epoch `fit` starts from when set, as Keras's
+  `BackupAndRestore` sets it on restoring.
 - `MultiWorkerMirroredStrategy.extended._in_multi_worker_mode()`: whether a
   strategy spans several workers (the only case whose logs need a shape).
 """
@@ -91,3 +93,11 @@ def in_multi_worker_mode(strategy: Any) -> bool:
     if method is None:
         raise _missing("MultiWorkerMirroredStrategy.extended._in_multi_worker_mode")
     return bool(method())
+
+
+def set_initial_epoch(model: keras.Model, epoch: int) -> None:
+    """Makes the coming `fit` start at `epoch`, as `BackupAndRestore` does
+    (from a callback's `on_train_begin`)."""
+    if not hasattr(model, "_initial_epoch"):
+        raise _missing("Model._initial_epoch")
+    model._initial_epoch = epoch

@@ -45,8 +45,9 @@ METRICS_FILE = "metrics.json"
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path to write; on success it replaces `path`.
 
-    The temporary file sits beside `path` with the same suffix (so writers
-    that choose a format by suffix, as `model.save` does, work). It is
+    The temporary file sits beside `path` with the same name after a
+    `.tmp-` prefix (so writers that choose a format by suffix, as
+    `model.save` and `model.save_weights` do, work). It is
     flushed to disk before the rename and removed if the writer fails.
 
     Example:
@@ -59,7 +60,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     'done'
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".tmp-{path.name}")
     try:
         yield tmp
         with open(tmp, "rb") as f:

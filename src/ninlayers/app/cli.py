@@ -133,6 +133,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "several GPUs)",
     )
     train.add_argument(
+        "--restart",
+        action="store_true",
+        help="delete OUTPUT/backup (an interrupted run's state) and start over",
+    )
+    train.add_argument(
         "--tensorboard",
         action="store_true",
         help="write TensorBoard logs to OUTPUT/logs",
@@ -218,6 +223,7 @@ def _run(args: argparse.Namespace) -> int:
             test_limit=args.test_limit,
             tensorboard=args.tensorboard,
             verbose="auto" if args.verbose is None else args.verbose,
+            restart=args.restart,
         )
         if not metrics["chief"]:
             print(f"worker finished; weights sha256 {metrics['weights_sha256']}")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from ninlayers import _checks, explain, runtime
+from ninlayers import _checks, _keras_compat, explain, runtime
 from ninlayers.app import data as data_lib
 from ninlayers.app import plots
 from ninlayers.app.artifacts import (
@@ -30,8 +30,10 @@ from ninlayers.app.artifacts import (
     weights_digest,
     write_json,
 )
-from ninlayers.app.callbacks import GuardedBackup, HistoryLog, StopOnNaN, Throughput
+from ninlayers.app.backup import BACKUP_DIR, RunBackup
+from ninlayers.app.callbacks import StopOnNaN, Throughput
 from ninlayers.app.inference import predict_dataset, probabilities, scores
+from ninlayers.app.lock import OutputLock
 from ninlayers.app.recipes import RECIPES, Recipe, build_loss, build_optimizer
 from ninlayers.errors import TrainingError
 from ninlayers.model import NiN
@@ -43,6 +45,7 @@ __all__ = [
     "FitResult",
     "TrainData",
     "build_model",
+    "fingerprint",
     "fit",
     "load_data",
     "resolve_recipe",
@@ -97,6 +100,7 @@ def train(
     test_limit: int | None = None,
     tensorboard: bool = False,
     verbose: int | str = "auto",
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Trains NiN with a recipe and writes the run's artifacts.
 
@@ -104,9 +108,12 @@ def train(
     loss, per-epoch history, wall time, images/s, parameters, versions),
     `history.png`, `confusion.png` and `cam.png`, each atomically (a
     temporary file, then a rename). Until they are written, `output_dir/backup`
-    holds Keras's `BackupAndRestore` state and the history: the same call run
-    again after a crash (even SIGKILL) resumes from the last completed epoch
-    and ends with the same number of epochs.
+    holds a checkpoint of the last epochs (see `ninlayers.app.backup`): the
+    same call run again after a crash (even SIGKILL, or a full disk) resumes
+    from the last completed epoch and ends with the same number of epochs. A
+    call with other settings refuses to resume another run's backup, and a
+    second run into an `output_dir` in use is refused (see
+    `ninlayers.app.lock`).
 
     Args:
         recipe: str or Recipe. A name in `RECIPES` (`"default"`, `"seed"`)
@@ -138,12 +145,15 @@ def train(
         test_limit: int or `None`. Evaluate on only the first test images.
         tensorboard: bool. Write TensorBoard logs to `output_dir/logs`.
         verbose: int or `"auto"`. Keras's progress display.
+        restart: bool. Delete the backup in `output_dir` and start over.
 
     Returns:
         dict, the contents of `metrics.json`.
 
     Raises:
-        TrainingError: if the loss becomes NaN or infinite.
+        TrainingError: if the loss becomes NaN or infinite, a backup cannot
+            be written, `output_dir` is in use, or its backup is another
+            run's.
     """
     wall_start = time.perf_counter()
     recipe = resolve_recipe(
@@ -155,27 +165,32 @@ def train(
     )
     distribution = runtime.get_strategy(strategy)
     output = _output_dir(output_dir)
-    _seed_everything(seed, deterministic)
-    data = load_data(
-        recipe, seed, data_dir, image_folder, input_size, train_limit, test_limit
-    )
-    with distribution.scope():
-        model = build_model(recipe, data, architecture)
-    result = fit(model, data, recipe, output, tensorboard, verbose)
-    if not runtime.is_chief():
-        return _finish_worker(model, output, result, distribution)
-    metrics = {"recipe": {**recipe.__dict__}}
-    metrics.update(write_artifacts(model, data, result, output))
-    metrics.update(
-        wall_seconds=time.perf_counter() - wall_start,
-        seed=seed,
-        deterministic=deterministic,
-        strategy=runtime.strategy_name(distribution),
-        replicas=distribution.num_replicas_in_sync,
-        command=sys.argv,
-    )
-    write_json(output / METRICS_FILE, metrics)
-    shutil.rmtree(output / "backup", ignore_errors=True)
+    with OutputLock(output):
+        if restart:
+            shutil.rmtree(output / BACKUP_DIR, ignore_errors=True)
+        _seed_everything(seed, deterministic)
+        data = load_data(
+            recipe, seed, data_dir, image_folder, input_size, train_limit, test_limit
+        )
+        with distribution.scope():
+            model = build_model(recipe, data, architecture)
+        run = fingerprint(recipe, data, architecture, seed, image_folder)
+        result = fit(model, data, recipe, output, run, tensorboard, verbose)
+        if not runtime.is_chief():
+            return _finish_worker(model, output, result, distribution)
+        metrics = {"recipe": {**recipe.__dict__}}
+        metrics.update(write_artifacts(model, data, result, output))
+        metrics.update(
+            wall_seconds=time.perf_counter() - wall_start,
+            seed=seed,
+            deterministic=deterministic,
+            strategy=runtime.strategy_name(distribution),
+            replicas=distribution.num_replicas_in_sync,
+            command=sys.argv,
+        )
+        write_json(output / METRICS_FILE, metrics)
+        shutil.rmtree(output / BACKUP_DIR, ignore_errors=True)
+        _barrier(distribution)
     return metrics
 
 
@@ -302,23 +317,60 @@ def build_model(
     return model
 
 
+def fingerprint(
+    recipe: Recipe,
+    data: TrainData,
+    architecture: str | Sequence[Any] | None,
+    seed: int,
+    image_folder: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """What makes a run the same run: a backup is resumed only by a run with
+    the same fingerprint (see `RunBackup`)."""
+    settings = dataclasses.asdict(recipe)
+    settings["recipe"] = settings.pop("name")
+    return {
+        **settings,
+        "architecture": architecture or "fashion_mnist",
+        "input_shape": list(data.image_shape),
+        "classes": data.class_names,
+        "train_examples": data.n_train,
+        "data": "fashion-mnist" if image_folder is None else str(image_folder),
+        "seed": seed,
+    }
+
+
 def fit(
     model: keras.Model,
     data: TrainData,
     recipe: Recipe,
     output: Path,
+    run: dict[str, Any] | None = None,
     tensorboard: bool = False,
     verbose: int | str = "auto",
 ) -> FitResult:
     """Fits with a crash-safe backup in `output/backup`, resuming from it.
 
+    Args:
+        model: keras.Model, compiled.
+        data: TrainData.
+        recipe: Recipe. Its epochs.
+        output: path. The run's directory.
+        run: dict or `None`. The run's `fingerprint` (`None`: the recipe's).
+        tensorboard: bool. Write TensorBoard logs to `output/logs`.
+        verbose: int or `"auto"`. Keras's progress display.
+
     Raises:
-        TrainingError: if the loss or the gradient norm became non-finite.
+        TrainingError: if the loss or the gradient norm became non-finite,
+            if a backup cannot be written, or if the backup is another run's.
     """
     timer, nan_guard = Throughput(), StopOnNaN()
-    backup_dir = output / "backup"
-    history_log = HistoryLog(backup_dir)
-    callbacks = [nan_guard, history_log, GuardedBackup(backup_dir, nan_guard), timer]
+    backup = RunBackup(
+        output / BACKUP_DIR,
+        run if run is not None else dataclasses.asdict(recipe),
+        guard=nan_guard,
+        restart_hint="--restart (restart=True)",
+    )
+    callbacks = [nan_guard, backup, timer]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
     start = time.perf_counter()
@@ -336,17 +388,33 @@ def fit(
         epoch, batch, value = nan_guard.bad
         raise TrainingError(
             f"Training diverged: {value} at epoch {epoch}, batch {batch}; it "
-            f"stopped. The last good epoch is kept in {backup_dir} and "
+            f"stopped. The last good epoch is kept in {backup.directory} and "
             "the same command resumes from it; lower the learning rate "
             "(--learning-rate) if it happens again."
         )
-    history = history_log.history
+    history = backup.history
     return FitResult(
         history=history,
         fit_seconds=fit_seconds,
         train_seconds=sum(timer.seconds),
-        resumed_from=history_log.resumed_from,
-        epochs_run=len(history.get("loss", [])) - history_log.resumed_from,
+        resumed_from=backup.resumed_from,
+        epochs_run=len(history.get("loss", [])) - backup.resumed_from,
+    )
+
+
+def _barrier(distribution: Any) -> None:
+    """Under several workers, waits until every one gets here, so that they
+    leave together (a worker that leaves early looks dead to the others)."""
+    if keras.backend.backend() != "tensorflow":
+        return
+    if not _keras_compat.in_multi_worker_mode(distribution):
+        return
+    import tensorflow as tf
+
+    distribution.reduce(
+        tf.distribute.ReduceOp.SUM,
+        distribution.run(lambda: tf.constant(1.0)),
+        axis=None,
     )
 
 
@@ -358,6 +426,7 @@ def _finish_worker(
     digest = weights_digest(model)
     save_model_atomically(model, output / MODEL_FILE)
     shutil.rmtree(output, ignore_errors=True)
+    _barrier(distribution)
     return {
         "chief": False,
         "weights_sha256": digest,

@@ -1,0 +1,269 @@
+"""Crash-safe training state: a kill at any moment leaves a good backup.
+
+`RunBackup` replaces Keras's `BackupAndRestore` in the trainer. After each
+epoch it writes a checkpoint in two atomic steps (see `atomic_path`):
+
+1. `epoch-NNNN.keras`: the model with its optimizer's variables (a
+   `.keras` file: its weights are built in memory, so a failed write is a
+   plain `OSError`; HDF5 writing straight to a full disk can crash);
+2. `epoch-NNNN.json`: the epoch, the history up to it, the SHA-256 of the
+   weights file and the run's fingerprint. This file is the checkpoint's
+   commit: one source of truth for the resumed epoch and its history.
+
+It keeps the last `KEEP` checkpoints. On resuming it takes the newest one
+whose JSON parses and whose weights match their digest and load, so a
+truncated or damaged file falls back to the one before. A backup from a run
+with another fingerprint (architecture, recipe, learning rate, seed, data)
+is refused rather than resumed. Under `MultiWorkerMirroredStrategy` the
+workers agree on the newest epoch they all hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from ninlayers import _keras_compat
+from ninlayers.app.artifacts import atomic_path, atomic_write_text
+from ninlayers.errors import TrainingError
+
+__all__ = ["BACKUP_DIR", "KEEP", "RunBackup", "describe_write_error"]
+
+#: The backup's directory inside a run's output directory.
+BACKUP_DIR = "backup"
+#: Checkpoints kept: the newest, and the one before as a fall-back.
+KEEP = 2
+#: Version of the checkpoint JSON.
+FORMAT = 1
+
+_CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.json$")
+# What Keras's `BackupAndRestore` (ninlayers 0.2.0's backup) leaves.
+_KERAS_BACKUP = ("training_metadata.json", "latest.weights.h5")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_write_error(error: OSError) -> str:
+    """`OSError` as one plain line: its reason, then the file if named."""
+    reason = error.strerror or str(error).splitlines()[0]
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{reason}{where}"
+
+
+class RunBackup(keras.callbacks.Callback):
+    """Checkpoints every epoch; restores the newest good one at `fit` start.
+
+    Args:
+        directory: path. The backup directory (created when first written).
+        fingerprint: dict. What makes two runs the same run; a backup with
+            another fingerprint is refused.
+        guard: callback or `None`. An object with a `bad` attribute (see
+            `StopOnNaN`): no checkpoint is written once it is set.
+        restart_hint: str. How the user starts over, named in errors.
+
+    Attributes:
+        history: dict. Per-epoch logs of the whole run, resumed ones included.
+        resumed_from: int. The epoch the run resumed from (0 when fresh).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        fingerprint: dict[str, Any],
+        guard: Any = None,
+        restart_hint: str = "--restart",
+    ) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.fingerprint = json.loads(json.dumps(fingerprint))
+        self.guard = guard
+        self.restart_hint = restart_hint
+        self.history: dict[str, list[float]] = {}
+        self.resumed_from = 0
+        self.last_saved = 0
+
+    # Restoring.
+
+    def _checkpoints(self) -> list[tuple[int, Path]]:
+        """`(epoch, json path)` of the checkpoints on disk, newest first."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = _CHECKPOINT.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found, reverse=True)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        """A checkpoint's state, or `None` (with a warning) if it is damaged."""
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            weights = self.directory / state["weights"]
+            if state["format"] != FORMAT or _sha256(weights) != state["sha256"]:
+                raise ValueError("its weights do not match their SHA-256")
+            return state
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            warnings.warn(
+                f"Skipping damaged checkpoint {path.name} in {self.directory} "
+                f"({type(error).__name__}: {str(error)[:120]}); trying an older one.",
+                stacklevel=2,
+            )
+            return None
+
+    def _refuse_foreign(self, state: dict[str, Any]) -> None:
+        saved = state.get("fingerprint", {})
+        keys = sorted(set(saved) | set(self.fingerprint))
+        changed = [k for k in keys if saved.get(k) != self.fingerprint.get(k)]
+        if changed:
+            now = self.fingerprint
+            shown = "; ".join(
+                f"{k}: {_short(saved.get(k))} there, {_short(now.get(k))} now"
+                for k in changed
+            )
+            raise TrainingError(
+                f"{self.directory} holds the backup of another run ({shown}). "
+                f"Run the command that started it to resume it, or add "
+                f"{self.restart_hint} to delete it and start over."
+            )
+
+    def _good_states(self) -> list[dict[str, Any]]:
+        if any((self.directory / name).exists() for name in _KERAS_BACKUP):
+            raise TrainingError(
+                f"{self.directory} holds a backup in an older format (Keras's "
+                "BackupAndRestore, ninlayers 0.2.0) that cannot be checked "
+                f"against this run. Add {self.restart_hint} to delete it and "
+                "start over."
+            )
+        states = [s for _, p in self._checkpoints() if (s := self._read(p))]
+        if states:
+            self._refuse_foreign(states[0])
+        return states
+
+    def on_train_begin(self, logs=None):
+        states = self._good_states()
+        epochs = _agree(
+            [s["epoch"] for s in states], self.params.get("epochs", 0), self.model
+        )
+        for state in states:
+            if state["epoch"] not in epochs:
+                continue
+            try:
+                self._restore(state)
+                return
+            except (OSError, ValueError) as error:
+                warnings.warn(
+                    f"Cannot load checkpoint of epoch {state['epoch']} in "
+                    f"{self.directory} ({str(error)[:120]}); trying an older one.",
+                    stacklevel=2,
+                )
+        if states:
+            raise TrainingError(
+                f"No checkpoint in {self.directory} could be restored. Add "
+                f"{self.restart_hint} to delete it and start over."
+            )
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.directory / state["weights"])
+        epoch = int(state["epoch"])
+        self.history = {k: list(v[:epoch]) for k, v in state["history"].items()}
+        self.resumed_from = self.last_saved = epoch
+        _keras_compat.set_initial_epoch(self.model, epoch)
+
+    # Saving.
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard is not None and self.guard.bad is not None:
+            return
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        try:
+            self._save(epoch + 1)
+        except OSError as error:
+            self.model.stop_training = True
+            kept = (
+                f"the backup of epoch {self.last_saved} is kept"
+                if self.last_saved
+                else "no epoch was saved"
+            )
+            raise TrainingError(
+                f"Cannot write the backup in {self.directory}: "
+                f"{describe_write_error(error)}. Training stopped; {kept}. "
+                "Free some space and run the same command to resume."
+            ) from error
+
+    def _save(self, epoch: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        weights = self.directory / f"epoch-{epoch:04d}.keras"
+        with atomic_path(weights) as tmp:
+            self.model.save(tmp)
+        state = {
+            "format": FORMAT,
+            "epoch": epoch,
+            "weights": weights.name,
+            "sha256": _sha256(weights),
+            "history": self.history,
+            "fingerprint": self.fingerprint,
+        }
+        atomic_write_text(
+            self.directory / f"epoch-{epoch:04d}.json", json.dumps(state, indent=1)
+        )
+        self.last_saved = epoch
+        self._prune()
+
+    def _prune(self) -> None:
+        """Removes all but the newest `KEEP` checkpoints, and stray files."""
+        keep = {p.name for _, p in self._checkpoints()[:KEEP]}
+        keep |= {name.replace(".json", ".keras") for name in keep}
+        for path in self.directory.iterdir():
+            if path.name not in keep and path.is_file():
+                path.unlink(missing_ok=True)
+
+    def delete(self) -> None:
+        """Removes the backup (once every artifact is written)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _agree(epochs: list[int], total: int, model: keras.Model) -> set[int]:
+    """The checkpoint epochs every worker holds (all of them when alone).
+
+    Each replica adds a one-hot count of the epochs it holds (up to `total`,
+    the same on every worker); an epoch is common when its count reaches the
+    number of replicas.
+    """
+    strategy = _keras_compat.trainer_strategy(model)
+    if strategy is None or not _keras_compat.in_multi_worker_mode(strategy):
+        return set(epochs)
+    import tensorflow as tf
+
+    counts = np.zeros(total + 1, "float32")
+    counts[[e for e in epochs if e <= total]] = 1.0
+    summed = strategy.reduce(
+        tf.distribute.ReduceOp.SUM,
+        strategy.run(lambda: tf.constant(counts)),
+        axis=None,
+    ).numpy()
+    common = np.flatnonzero(summed >= strategy.num_replicas_in_sync)
+    return {int(e) for e in common} & set(epochs)
