@@ -163,6 +163,9 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
     outputs = finish(processes)
     chief, worker = digests(outputs)
     assert chief == worker
+    # The workers leave together: none outlives the other's heartbeats.
+    for _, stderr in outputs:
+        assert "unhealthy" not in stderr and "heartbeat" not in stderr, stderr[-2000:]
     assert "test accuracy" in outputs[0][0]
     assert "worker finished" in outputs[1][0]
     assert sorted(p.name for p in out.iterdir()) == [

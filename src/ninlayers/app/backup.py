@@ -35,7 +35,13 @@ from ninlayers import _keras_compat
 from ninlayers.app.artifacts import atomic_path, atomic_write_text
 from ninlayers.errors import TrainingError
 
-__all__ = ["BACKUP_DIR", "KEEP", "RunBackup", "describe_write_error"]
+__all__ = [
+    "BACKUP_DIR",
+    "KEEP",
+    "RunBackup",
+    "all_replicas_sum",
+    "describe_write_error",
+]
 
 #: The backup's directory inside a run's output directory.
 BACKUP_DIR = "backup"
@@ -159,9 +165,10 @@ class RunBackup(keras.callbacks.Callback):
         epochs = _agree(
             [s["epoch"] for s in states], self.params.get("epochs", 0), self.model
         )
+        # Without a common epoch (a worker was killed before its first
+        # checkpoint) every worker starts over.
+        states = [s for s in states if s["epoch"] in epochs]
         for state in states:
-            if state["epoch"] not in epochs:
-                continue
             try:
                 self._restore(state)
                 return
@@ -246,6 +253,19 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def all_replicas_sum(strategy: Any, values: np.ndarray) -> np.ndarray:
+    """Sums `values` over every replica of a `tf.distribute` strategy (each
+    replica adds this worker's `values` once); a collective all workers call."""
+    import tensorflow as tf
+
+    def step():
+        context = tf.distribute.get_replica_context()
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.constant(values))
+
+    summed = tf.function(lambda: strategy.run(step))()
+    return np.asarray(strategy.experimental_local_results(summed)[0])
+
+
 def _agree(epochs: list[int], total: int, model: keras.Model) -> set[int]:
     """The checkpoint epochs every worker holds (all of them when alone).
 
@@ -256,14 +276,8 @@ def _agree(epochs: list[int], total: int, model: keras.Model) -> set[int]:
     strategy = _keras_compat.trainer_strategy(model)
     if strategy is None or not _keras_compat.in_multi_worker_mode(strategy):
         return set(epochs)
-    import tensorflow as tf
-
     counts = np.zeros(total + 1, "float32")
     counts[[e for e in epochs if e <= total]] = 1.0
-    summed = strategy.reduce(
-        tf.distribute.ReduceOp.SUM,
-        strategy.run(lambda: tf.constant(counts)),
-        axis=None,
-    ).numpy()
+    summed = all_replicas_sum(strategy, counts)
     common = np.flatnonzero(summed >= strategy.num_replicas_in_sync)
     return {int(e) for e in common} & set(epochs)

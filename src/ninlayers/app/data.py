@@ -22,6 +22,7 @@ import numpy as np
 
 from ninlayers import _checks
 from ninlayers.app.augment import augmenter
+from ninlayers.app.images import IMAGE_SUFFIXES, image_channels, read_image
 from ninlayers.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -433,23 +434,33 @@ def _image_folder(directory: str | os.PathLike) -> Path:
     return directory
 
 
+def _image_files(directory: Path) -> tuple[list[Path], list[int], list[str]]:
+    """The image files of a folder's class sub-folders, their labels (the
+    sorted sub-folder names' indices) and the sub-folder names."""
+    names = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    files, labels = [], []
+    for label, name in enumerate(names):
+        for path in sorted((directory / name).rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                files.append(path)
+                labels.append(label)
+    if not files:
+        raise DatasetError(
+            f"Cannot read images from {directory}: it holds none. Expected one "
+            f"sub-folder per class holding {', '.join(IMAGE_SUFFIXES)} files."
+        )
+    return files, labels, names
+
+
 def image_folder_channels(directory: str | os.PathLike) -> int:
     """Returns 1 if a folder's first image is grey, else 3 (RGB).
 
     Raises:
-        DatasetError: if the folder holds no image Pillow can read.
+        DatasetError: if the folder holds no image.
+        ImageFileError: if its first image cannot be read (naming it).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    for path in sorted(_image_folder(directory).rglob("*")):
-        if not path.is_file():
-            continue
-        try:
-            with Image.open(path) as image:
-                return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
-        except (UnidentifiedImageError, OSError):
-            continue
-    raise DatasetError(f"Cannot read images from {directory}: it holds none.")
+    files, _, _ = _image_files(_image_folder(directory))
+    return image_channels(files[0])
 
 
 def load_image_folder(
@@ -458,6 +469,9 @@ def load_image_folder(
     channels: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Reads every image of a folder with one sub-folder per class.
+
+    Reads the files Keras's image folders read (`IMAGE_SUFFIXES`), each with
+    `ninlayers.app.images.read_image`.
 
     Args:
         directory: str or path.
@@ -471,13 +485,10 @@ def load_image_folder(
 
     Raises:
         DatasetError: if the folder does not exist or holds no images.
+        ImageFileError: if one of its images cannot be read (naming it).
     """
     channels = _checks.one_of("channels", channels, (1, 3))
-    ds, _, class_names = image_folder_datasets(
-        directory, image_size, "grayscale" if channels == 1 else "rgb", 256, 0.0
-    )
-    images, labels = [], []
-    for x, y in ds:
-        images.append(np.asarray(x, dtype="float32"))
-        labels.append(np.asarray(y, dtype="int32"))
-    return np.concatenate(images), np.concatenate(labels), class_names
+    files, labels, class_names = _image_files(_image_folder(directory))
+    size = (int(image_size[0]), int(image_size[1]))
+    images = np.stack([read_image(path, size, channels) for path in files])
+    return images, np.asarray(labels, dtype="int32"), class_names

@@ -18,7 +18,7 @@ import numpy as np
 from ninlayers import _checks, explain
 from ninlayers.app import data, plots
 from ninlayers.app.artifacts import load_model
-from ninlayers.errors import ImageFileError
+from ninlayers.app.images import read_image
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -102,43 +102,7 @@ def load_images(
         ImageFileError: if a file is missing or is not an image.
     """
     channels = _checks.one_of("channels", channels, (1, 3))
-    return np.stack([_load_image(Path(p), size, channels, invert) for p in paths])
-
-
-def _load_image(
-    path: Path, size: tuple[int, int], channels: int, invert: bool
-) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise ImageFileError(f"Image file {path} does not exist.")
-    try:
-        with Image.open(path) as image:
-            image = _eight_bit(image)
-            image = image.convert("L" if channels == 1 else "RGB")
-            image = image.resize((size[1], size[0]), Image.BILINEAR)
-            array = np.asarray(image, dtype="float32") / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ImageFileError(
-            f"{path} is not an image Pillow can read (PNG, JPEG, ...): {error}"
-        ) from None
-    if channels == 1:
-        array = array[..., None]
-    return 1.0 - array if invert else array
-
-
-def _eight_bit(image: Any) -> Any:
-    """A 16-bit grey image (PNG, TIFF) scaled to 8 bits.
-
-    Pillow's `convert("L")` clips such an image at 255 instead of scaling
-    it, which turns all but the darkest pixels white.
-    """
-    if not image.mode.startswith("I"):
-        return image
-    from PIL import Image
-
-    grey = np.asarray(image, dtype="float64") / 65535.0
-    return Image.fromarray(np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8), "L")
+    return np.stack([read_image(p, size, channels, invert) for p in paths])
 
 
 def predict(

@@ -30,7 +30,7 @@ from ninlayers.app.artifacts import (
     weights_digest,
     write_json,
 )
-from ninlayers.app.backup import BACKUP_DIR, RunBackup
+from ninlayers.app.backup import BACKUP_DIR, RunBackup, all_replicas_sum
 from ninlayers.app.callbacks import StopOnNaN, Throughput
 from ninlayers.app.inference import predict_dataset, probabilities, scores
 from ninlayers.app.lock import OutputLock
@@ -407,15 +407,8 @@ def _barrier(distribution: Any) -> None:
     leave together (a worker that leaves early looks dead to the others)."""
     if keras.backend.backend() != "tensorflow":
         return
-    if not _keras_compat.in_multi_worker_mode(distribution):
-        return
-    import tensorflow as tf
-
-    distribution.reduce(
-        tf.distribute.ReduceOp.SUM,
-        distribution.run(lambda: tf.constant(1.0)),
-        axis=None,
-    )
+    if _keras_compat.in_multi_worker_mode(distribution):
+        all_replicas_sum(distribution, np.ones(1, "float32"))
 
 
 def _finish_worker(

@@ -1,0 +1,135 @@
+"""Reading image files the application is given: any bit depth, any damage.
+
+`read_image` is the one place image files are decoded (for `predict`, `cam`,
+`evaluate` and `train` on an image folder). Every failure, whatever Pillow
+raised inside (damaged chunks, truncated data, decompression bombs), becomes
+one `ImageFileError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ninlayers.errors import ImageFileError
+
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "image_channels", "read_image"]
+
+#: The file suffixes read from an image folder (Keras's image folders' own).
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+#: Images larger than this many pixels are refused before being decoded:
+#: a few-kilobyte file can declare billions (a decompression bomb).
+MAX_PIXELS = 64 * 1024 * 1024
+
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _open(path: Path) -> Any:
+    """Opens an image lazily and checks its declared size."""
+    from PIL import Image
+
+    image = Image.open(path)
+    width, height = image.size
+    if width * height > MAX_PIXELS or min(width, height) < 1:
+        image.close()
+        raise ValueError(
+            f"it declares {width}x{height} pixels; expected at least 1x1 and "
+            f"at most {MAX_PIXELS} pixels"
+        )
+    return image
+
+
+def _failure(path: Path, error: BaseException) -> ImageFileError:
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return ImageFileError(
+        f"{path} is not an image that can be read (PNG, JPEG, BMP, GIF, TIFF): "
+        f"{reason[:200]}"
+    )
+
+
+def image_channels(path: str | os.PathLike) -> int:
+    """1 if an image file is grey, else 3 (it is read as RGB).
+
+    Raises:
+        ImageFileError: if it is not an image that can be read.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with _open(path) as image:
+                return 1 if image.mode in _GREY_MODES else 3
+    except Exception as error:  # Pillow's plug-ins raise many types
+        raise _failure(path, error) from None
+
+
+def read_image(
+    path: str | os.PathLike,
+    size: tuple[int, int],
+    channels: int = 1,
+    invert: bool = False,
+) -> np.ndarray:
+    """Reads an image file as float32 `(height, width, channels)` in [0, 1].
+
+    The image is converted to grey (1 channel) or RGB (3), 16-bit grey
+    scaled to 8 bits (not clipped), resized to `size` (bilinear).
+
+    Args:
+        path: str or path.
+        size: tuple `(height, width)`.
+        channels: int. 1 or 3.
+        invert: bool. Use `1 - pixel`.
+
+    Returns:
+        np.ndarray, float32.
+
+    Raises:
+        ImageFileError: if the file is missing or not an image that can be
+            read, or declares more than `MAX_PIXELS` pixels.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "grey.png"
+    >>> Image.new("L", (4, 2), 255).save(path)
+    >>> read_image(path, (2, 2)).shape
+    (2, 2, 1)
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageFileError(f"Image file {path} does not exist.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow warns of bombs and damage
+            with _open(path) as image:
+                image = _eight_bit(image)
+                image = image.convert("L" if channels == 1 else "RGB")
+                image = image.resize((size[1], size[0]), Image.BILINEAR)
+                array = np.asarray(image, dtype="float32") / 255.0
+    except Exception as error:  # Pillow's plug-ins raise many types
+        raise _failure(path, error) from None
+    if channels == 1:
+        array = array[..., None]
+    return 1.0 - array if invert else array
+
+
+def _eight_bit(image: Any) -> Any:
+    """A 16-bit grey image (PNG, TIFF) scaled to 8 bits.
+
+    Pillow's `convert("L")` clips such an image at 255 instead of scaling
+    it, which turns all but the darkest pixels white.
+    """
+    if not image.mode.startswith("I"):
+        return image
+    from PIL import Image
+
+    grey = np.asarray(image, dtype="float64") / 65535.0
+    return Image.fromarray(np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8), "L")
