@@ -50,31 +50,35 @@ def pair(name: str, value: Any) -> tuple[int, int]:
         ) from None
 
 
+def _real(value: Any) -> float | None:
+    """`value` as a float if it is a real number (not a bool) that fits one."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float's range, e.g. 10**400
+        return None
+
+
 def fraction(name: str, value: Any) -> float:
     """Returns a float in [0, 1) (a rate, share or probability), or raises."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not 0.0 <= float(value) < 1.0
-    ):
+    number = _real(value)
+    if number is None or not 0.0 <= number < 1.0:
         raise ValueError(
             f"`{name}` must be a number in [0, 1). Received: {name}={value!r}"
         )
-    return float(value)
+    return number
 
 
 def positive_number(name: str, value: Any) -> float:
     """Returns a finite number > 0 as a `float`, or raises."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(float(value))
-        or not float(value) > 0
-    ):
+    number = _real(value)
+    if number is None or not math.isfinite(number) or not number > 0:
+        shown = value if len(repr(value)) < 40 else f"{repr(value)[:37]}..."
         raise ValueError(
-            f"`{name}` must be a positive number. Received: {name}={value!r}"
+            f"`{name}` must be a finite positive number. Received: {name}={shown!r}"
         )
-    return float(value)
+    return number
 
 
 def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:

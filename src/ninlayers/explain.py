@@ -119,7 +119,7 @@ def class_activation_maps(
     if class_index is None:
         chosen = probs.argmax(axis=-1)
     else:
-        chosen = np.broadcast_to(np.asarray(class_index), (len(images),))
+        chosen = _class_indices(class_index, len(images), probs.shape[-1])
     selected = raw_maps[np.arange(len(images)), :, :, chosen]
     resized = np.asarray(
         keras.ops.image.resize(
@@ -130,3 +130,17 @@ def class_activation_maps(
     high = resized.max(axis=(1, 2), keepdims=True)
     maps = (resized - low) / np.maximum(high - low, 1e-12)
     return maps, probs
+
+
+def _class_indices(class_index: Any, n: int, num_classes: int) -> np.ndarray:
+    """`class_index` checked and broadcast to one class per image."""
+    chosen = np.asarray(class_index)
+    valid = chosen.dtype.kind in "iu" and chosen.ndim <= 1
+    if valid and chosen.ndim == 1 and len(chosen) not in (1, n):
+        valid = False
+    if not valid or chosen.size == 0 or chosen.min() < 0 or chosen.max() >= num_classes:
+        raise ValueError(
+            f"`class_index` must be an int in [0, {num_classes}) or {n} of "
+            f"them, one per image. Received: class_index={class_index!r}"
+        )
+    return np.broadcast_to(chosen, (n,))

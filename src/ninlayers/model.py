@@ -187,7 +187,9 @@ class NiN(keras.Model):
         input_shape: tuple of 3 ints (spatial ones may be `None`) or `None`.
             `None` takes the architecture's shape: `(28, 28, 1)` for the
             default, `(224, 224, 3)` for `"imagenet"`, `DEFAULT_INPUT_SHAPE`
-            for a list of block specs. Defaults to `None`.
+            for a list of block specs. Images are channels last,
+            `(height, width, channels)`, whatever
+            `keras.config.image_data_format()` says. Defaults to `None`.
         architecture: str or list of `BlockSpec` (or dicts of their fields).
             One of `ARCHITECTURES` or the trunk's stages. Defaults to
             `"fashion_mnist"`.
@@ -302,6 +304,7 @@ class NiN(keras.Model):
                 use_batch_norm=use_batch_norm,
                 final_activation=head_final_activation,
                 output_activation=output_activation,
+                data_format="channels_last",
                 name="head",
                 dtype=policy,
             )
@@ -601,6 +604,7 @@ def _stage_layers(
             num_mlp_layers=num_mlp_layers,
             activation=activation,
             use_batch_norm=use_batch_norm,
+            data_format="channels_last",
             name=f"block{index + 1}",
             dtype=policy,
         )
@@ -608,7 +612,11 @@ def _stage_layers(
     if spec.pool_size is not None:
         layers.append(
             keras.layers.MaxPooling2D(
-                spec.pool_size, spec.pool_strides, name=f"pool{index + 1}", dtype=policy
+                spec.pool_size,
+                spec.pool_strides,
+                data_format="channels_last",  # NiN's images are channels last
+                name=f"pool{index + 1}",
+                dtype=policy,
             )
         )
     if spec.dropout:

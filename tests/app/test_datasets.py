@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,8 @@ def test_read_idx_other_types(tmp_path):
         (b"PK\x03\x04rest", "not an IDX file"),
         (bytes([0, 0, 0x08, 3, 0, 0]), "truncated"),
         (bytes([0, 0, 0x08, 1, 0, 0, 0, 5, 1, 2]), "wrong size"),
-        (bytes([0, 0, 0x08, 1, 0, 0, 0, 2, 1, 2, 3]), "wrong size"),
+        (bytes([0, 0, 0x08, 1, 0, 0, 0, 2, 1, 2, 3]), "more than the 10 bytes"),
+        (bytes([0, 0, 0x0E, 2, 255, 255, 255, 255, 255, 255, 255, 255]), "declares"),
     ],
 )
 def test_read_idx_refuses_bad_files_naming_them(tmp_path, data, fragment):
@@ -293,3 +295,21 @@ def test_image_folder_channels_follow_its_images(tmp_path):
     empty.mkdir(parents=True)
     with pytest.raises(DatasetError, match="holds none"):
         datasets.image_folder_channels(tmp_path / "empty")
+
+
+def test_a_gzip_bomb_is_refused_having_read_only_its_declared_size(tmp_path):
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    zeros = bytes(1 << 20)
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 1000))
+        for _ in range(64):  # 64 MiB behind a 1,000-byte header
+            f.write(zeros)
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match="more than the 1008 bytes"):
+            datasets.read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"peak {peak} bytes"

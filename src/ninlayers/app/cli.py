@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from ninlayers.app.recipes import RECIPES
 from ninlayers.model import ARCHITECTURES
 from ninlayers.runtime import PRECISIONS, STRATEGIES
 
-__all__ = ["BACKENDS", "build_parser", "main"]
+__all__ = ["BACKENDS", "build_parser", "main", "one_line", "safe_text"]
 
 #: The Keras backends the command runs on.
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -53,6 +54,25 @@ def _argument(check: Callable[[str, Any], Any], parse: type) -> Callable[[str], 
 
 _positive_int = _argument(_checks.positive_int, int)
 _positive_float = _argument(_checks.positive_number, float)
+
+
+# ANSI escape sequences (colours, bold, cursor moves), as Keras's errors use.
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def safe_text(text: Any) -> str:
+    """Text from files (class names, paths) as printable characters: escape
+    sequences and other control characters are shown escaped, not obeyed."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def one_line(text: Any, limit: int = 600) -> str:
+    """An error message as one plain line: terminal codes removed, lines and
+    runs of spaces joined, control characters escaped, at most `limit`
+    characters."""
+    plain = " ".join(_ESCAPES.sub("", str(text)).split())
+    plain = safe_text(plain)
+    return plain if len(plain) <= limit else plain[: limit - 3] + "..."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,13 +266,14 @@ def _run(args: argparse.Namespace) -> int:
         for result in app.predict(
             args.model, args.images, top=args.top, invert=args.invert
         ):
-            ranked = ", ".join(f"{c} {p:.3f}" for c, p in result["top"])
-            print(f"{result['image']}: {result['class']} ({ranked})")
+            ranked = ", ".join(f"{safe_text(c)} {p:.3f}" for c, p in result["top"])
+            name, label = safe_text(result["image"]), safe_text(result["class"])
+            print(f"{name}: {label} ({ranked})")
     elif args.command == "cam":
         path = app.explain_images(
             args.model, args.images, args.output, invert=args.invert
         )
-        print(f"wrote {path}")
+        print(f"wrote {safe_text(path)}")
     elif args.command == "benchmark":
         from ninlayers.app.artifacts import write_json
         from ninlayers.app.benchmark import run_benchmark
@@ -296,13 +317,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         if args.debug:
             raise
-        print(f"ninlayers: error: {error}", file=sys.stderr)
+        print(f"ninlayers: error: {one_line(error)}", file=sys.stderr)
         return 2
     except Exception as error:
         if args.debug:
             raise
         print(
-            f"ninlayers: unexpected {type(error).__name__}: {error} "
+            f"ninlayers: unexpected {type(error).__name__}: {one_line(error)} "
             "(run with --debug for the traceback)",
             file=sys.stderr,
         )

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import os
 import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,19 +97,52 @@ _IDX_DTYPES = {
 }
 
 
+#: The largest IDX file read (decompressed): reading stops there, so a
+#: small gzip file that inflates to gigabytes (a gzip bomb) costs no memory.
+MAX_IDX_BYTES = 1 << 30
+
+
+def _idx_size(header: bytes) -> int | None:
+    """The total size an IDX header declares, or `None` if it is not one."""
+    if len(header) < 4 or header[0:2] != b"\x00\x00" or header[2] not in _IDX_DTYPES:
+        return None
+    ndim = header[3]
+    if len(header) < 4 + 4 * ndim:
+        return None
+    shape = struct.unpack(f">{ndim}I", header[4 : 4 + 4 * ndim])
+    itemsize = np.dtype(_IDX_DTYPES[header[2]]).itemsize
+    return 4 + 4 * ndim + int(np.prod(shape, dtype=object)) * itemsize
+
+
 def _read_bytes(path: Path) -> bytes:
+    """The file's (decompressed) bytes, read no further than its header's
+    size plus one byte (so a longer file is seen to be one)."""
     with open(path, "rb") as f:
-        head = f.read(2)
+        gzipped = f.read(2) == b"\x1f\x8b"
     try:
-        if head == b"\x1f\x8b":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
+            header = f.read(4)
+            header += f.read(4 * header[3]) if len(header) == 4 else b""
+            size = _idx_size(header)
+            if size is None:
+                return header
+            if size > MAX_IDX_BYTES:
+                raise DatasetError(
+                    f"{path} declares {size} bytes in its IDX header; at most "
+                    f"{MAX_IDX_BYTES} are read. It is not a data set file."
+                )
+            data = header + f.read(size - len(header) + 1)
+    except (OSError, EOFError, zlib.error) as error:
         raise DatasetError(
             f"Cannot read {path}: the gzip stream is truncated or corrupt "
             f"({error}). Expected a complete IDX file, gzipped or not."
         ) from None
+    if len(data) > size:
+        raise DatasetError(
+            f"{path} holds more than the {size} bytes its IDX header "
+            "declares: it is damaged or not an IDX file."
+        )
+    return data
 
 
 def _parse_idx(data: bytes, path: Path | str) -> np.ndarray:

@@ -105,6 +105,26 @@ def load_images(
     return np.stack([read_image(p, size, channels, invert) for p in paths])
 
 
+def _check_fits(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, image_folder: Any
+) -> None:
+    """Refuses test data the model cannot score: more classes, other channels."""
+    source = f"the image folder {image_folder}" if image_folder else "Fashion-MNIST"
+    num_classes = model.output_shape[-1]
+    if len(y) and int(y.max()) >= num_classes:
+        raise ValueError(
+            f"The model has {num_classes} classes but {source} has "
+            f"{int(y.max()) + 1}: evaluate it on data of its own classes."
+        )
+    channels, found = model.input_shape[-1], x.shape[-1] if x.ndim == 4 else 1
+    if found != channels:
+        raise ValueError(
+            f"The model expects {channels}-channel images but {source} has "
+            f"{found}-channel ones: evaluate it on an image folder "
+            "(--image-folder), whose images are converted to its channels."
+        )
+
+
 def predict(
     model: keras.Model | str | os.PathLike,
     image_paths: Sequence[str | os.PathLike],
@@ -153,12 +173,15 @@ def explain_images(
     Args:
         model: keras.Model or the path of a `.keras` file.
         image_paths: list of image files.
-        output: str or path of the PNG to write.
+        output: str or path of the PNG to write; an existing directory
+            (or a path ending in `/`) gets `cam.png` inside it.
         invert: bool. See `load_images`. Defaults to `False`.
 
     Returns:
         Path of the PNG.
     """
+    if Path(output).is_dir() or str(output).endswith(("/", os.sep)):
+        output = Path(output) / "cam.png"
     model = _as_model(model)
     height, width, channels = input_size(model)
     images = load_images(image_paths, (height, width), channels, invert)
@@ -225,6 +248,7 @@ def evaluate(
         _, (x_test, y_test) = data.load_fashion_mnist(data_dir)
     if limit:
         x_test, y_test = x_test[:limit], y_test[:limit]
+    _check_fits(model, x_test, y_test, image_folder)
     resize = None if x_test.shape[1:3] == (height, width) else (height, width)
     ds = data.make_dataset(x_test, y_test, batch_size, image_size=resize)
     return scores(*predict_dataset(model, ds))

@@ -24,7 +24,16 @@ def _figure(**kwargs):
     return Figure(**kwargs)
 
 
+def _label(text: str) -> str:
+    """Text drawn as it is: `$` would start matplotlib's math mode, and
+    control characters (from a model file's class names) are escaped."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text.replace("$", r"\$")
+
+
 def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     return Path(path)
@@ -81,8 +90,9 @@ def plot_confusion_matrix(
     fig = _figure(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n))
     ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(n), class_names)
+    labels = [_label(name) for name in class_names]
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
@@ -139,10 +149,11 @@ def plot_class_activation_maps(
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
         ax.imshow(maps[index], cmap="jet", alpha=0.45)
         predicted = int(np.argmax(probabilities[index]))
-        title = f"{class_names[predicted]} {probabilities[index, predicted]:.2f}"
+        name = _label(class_names[predicted])
+        title = f"{name} {probabilities[index, predicted]:.2f}"
         if labels is not None:
             mark = "ok" if int(labels[index]) == predicted else "x"
-            title += f"\n(true: {class_names[int(labels[index])]}, {mark})"
+            title += f"\n(true: {_label(class_names[int(labels[index])])}, {mark})"
         ax.set_title(title, fontsize=8)
     fig.suptitle("class activation maps of the predicted class", fontsize=10)
     return _save(fig, path)

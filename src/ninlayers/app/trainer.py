@@ -35,7 +35,7 @@ from ninlayers.app.callbacks import StopOnNaN, Throughput
 from ninlayers.app.inference import predict_dataset, probabilities, scores
 from ninlayers.app.lock import OutputLock
 from ninlayers.app.recipes import RECIPES, Recipe, build_loss, build_optimizer
-from ninlayers.errors import TrainingError
+from ninlayers.errors import DatasetError, TrainingError
 from ninlayers.model import NiN
 
 if TYPE_CHECKING:
@@ -269,6 +269,7 @@ def load_data(
             x_train[cut:], y_train[cut:], EVAL_BATCH_SIZE, image_size=resize
         )
         x_train, y_train = x_train[:cut], y_train[:cut]
+    _check_sizes(len(x_train), len(x_test), recipe.validation_split)
     train_ds = data_lib.make_dataset(
         x_train,
         y_train,
@@ -293,6 +294,18 @@ def load_data(
         n_train=len(x_train),
         steps_per_epoch=-(-len(x_train) // recipe.batch_size),
     )
+
+
+def _check_sizes(n_train: int, n_test: int, validation_split: float) -> None:
+    if n_train < 1 or n_test < 1:
+        held_out = f" after holding out {validation_split:.0%} for validation" * bool(
+            validation_split
+        )
+        raise DatasetError(
+            f"Too few images: {n_train} to train on{held_out} and {n_test} to "
+            "test on; expected at least one of each (use more images, or a "
+            "larger --train-limit)."
+        )
 
 
 def build_model(
