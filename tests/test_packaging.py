@@ -69,6 +69,7 @@ def test_wheel_holds_the_package_and_its_type_marker(dist):
     for module in ("__init__", "layers", "model", "runtime", "cli"):
         assert f"ninlayers/{module}.py" in names
     assert "ninlayers/py.typed" in names
+    assert "ninlayers_cli.py" in names  # the console script's launcher
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
 
 
@@ -133,6 +134,19 @@ def test_distribution_installs_into_a_clean_venv_and_imports(dist, kind, tmp_pat
         env=env,
     ).stdout
     assert "train" in help_text
+    # TensorFlow's start-up lines are hidden: an error is the only line.
+    quiet = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    failed = subprocess.run(
+        [str(venv / "bin" / "ninlayers"), "predict", "missing.keras", "x.png"],
+        capture_output=True,
+        text=True,
+        env=quiet,
+        cwd=tmp_path,
+    )
+    assert failed.returncode == 2
+    assert failed.stderr.splitlines() == [
+        "ninlayers: error: Model file missing.keras does not exist."
+    ], failed.stderr
 
 
 def test_ruff_is_clean():

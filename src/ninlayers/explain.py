@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from ninlayers import pixels
 from ninlayers._utils import all_layers
 from ninlayers.layers import NiNClassifierHead
 
@@ -87,7 +88,8 @@ def class_activation_maps(
 
     Args:
         model: keras.Model. A model with a `NiNClassifierHead`.
-        images: array of shape `(n, h, w, c)`, float, as the model takes them.
+        images: array of shape `(n, h, w, c)`: floats as the model takes
+            them, or integer pixels (mapped onto the model's `input_range`).
         class_index: int, array of `n` ints, or `None` for each image's
             predicted class. Defaults to `None`.
         batch_size: int. Defaults to `64`.
@@ -105,7 +107,9 @@ def class_activation_maps(
     >>> maps.shape, probs.shape
     ((2, 28, 28), (2, 10))
     """
-    images = np.asarray(images, dtype="float32")
+    images = np.asarray(images)
+    input_range = getattr(model, "input_range", pixels.DEFAULT_INPUT_RANGE)
+    images = np.asarray(pixels.to_input_range(images, input_range), dtype="float32")
     if images.ndim != 4:
         raise ValueError(
             "`images` must have shape (n, height, width, channels). "

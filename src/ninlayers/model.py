@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 
-from ninlayers import _checks, _keras_compat, _steps, runtime
+from ninlayers import _checks, _keras_compat, _steps, pixels, runtime
 from ninlayers.layers import NiNBlock, NiNClassifierHead
 
 __all__ = ["ARCHITECTURES", "BlockSpec", "NiN", "minimum_input_size"]
@@ -225,6 +226,11 @@ class NiN(keras.Model):
             `evaluate`), average the outputs for each image and its mirror
             image (horizontal flip), at twice the inference cost. Training is
             unchanged. Defaults to `False`.
+        input_range: pair of floats. The range of the float images the
+            model computes on. Integer images (`uint8` 0-255, `uint16`
+            0-65535) are mapped onto it inside the model, so raw pixels give
+            the right answer; `predict` refuses NumPy float images far
+            outside it (see `ninlayers.pixels`). Defaults to `(0.0, 1.0)`.
         name: str. Defaults to `"nin"`.
         **kwargs: Base model arguments (`dtype`, `trainable`).
 
@@ -258,6 +264,7 @@ class NiN(keras.Model):
         precision: str = "auto",
         class_names: Sequence[str] | None = None,
         test_time_flip: bool = False,
+        input_range: Sequence[float] = pixels.DEFAULT_INPUT_RANGE,
         name: str = "nin",
         **kwargs: Any,
     ) -> None:
@@ -275,10 +282,8 @@ class NiN(keras.Model):
             input_shape = _default_input_shape(architecture)
         input_shape = _check_input_shape(input_shape, blocks)
         class_names = _check_class_names(class_names, num_classes)
-        if gradient_clip_norm is not None:
-            gradient_clip_norm = _checks.positive_number(
-                "gradient_clip_norm", gradient_clip_norm
-            )
+        input_range = _check_input_range(input_range)
+        gradient_clip_norm = _check_clip_norm(gradient_clip_norm)
         explicit_dtype = kwargs.pop("dtype", None)
         policy = keras.dtype_policies.get(
             explicit_dtype or runtime.resolve_precision(precision)
@@ -339,6 +344,7 @@ class NiN(keras.Model):
         self.test_time_flip = bool(test_time_flip)
         self.precision = precision
         self.class_names = class_names
+        self.input_range = input_range
         self.minimum_input_size = minimum_input_size(blocks)
         self.gradient_norm_tracker = keras.metrics.Mean(name="gradient_norm")
 
@@ -456,6 +462,7 @@ class NiN(keras.Model):
 
     def call(self, inputs, training=None, mask=None):
         _check_spatial_size(inputs.shape, self.minimum_input_size)
+        inputs = pixels.to_input_range(inputs, self.input_range)
         outputs = super().call(inputs, training=training, mask=mask)
         if self.test_time_flip and not training:
             mirrored = super().call(
@@ -482,6 +489,7 @@ class NiN(keras.Model):
             "test_time_flip": self.test_time_flip,
             "precision": self.precision,
             "class_names": self.class_names,
+            "input_range": list(self.input_range),
             # The resolved policy, always: "auto" alone would compute in
             # another precision on another machine.
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
@@ -491,6 +499,12 @@ class NiN(keras.Model):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> NiN:
         return cls(**config)
+
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.predict`, refusing NumPy float images far outside
+        `input_range` (integer images are mapped onto it)."""
+        pixels.check_float_range(x, self.input_range)
+        return super().predict(x, *args, **kwargs)
 
 
 # Base-model arguments NiN passes on to `keras.Model` (from_config adds them).
@@ -551,6 +565,25 @@ def _check_class_names(
             f"Received: class_names={class_names!r}"
         )
     return class_names
+
+
+def _check_clip_norm(norm: Any) -> float | None:
+    return None if norm is None else _checks.positive_number("gradient_clip_norm", norm)
+
+
+def _check_input_range(input_range: Any) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in input_range)
+        valid = not isinstance(input_range, str) and low < high
+        valid = valid and bool(np.isfinite([low, high]).all())
+    except (TypeError, ValueError, OverflowError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            "`input_range` must be two finite floats (low, high) with low < "
+            f"high. Received: input_range={input_range!r}"
+        )
+    return (low, high)
 
 
 def _check_input_shape(

@@ -19,13 +19,10 @@ import sys
 
 from ninlayers.app import cli
 
-mode, nth = sys.argv[1], int(sys.argv[2])
-limit = int(sys.argv[3]) if mode == "fsize" else None
-argv = sys.argv[4:] if mode == "fsize" else sys.argv[3:]
 count = 0
 
 
-def event(name, fd=None):
+def event(name, fd=None, mode="kill", nth=0, limit=None):
     global count
     count += 1
     if count != nth:
@@ -39,15 +36,24 @@ def event(name, fd=None):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
-def wrap(name, function, takes_fd=False):
+def wrap(name, function, fault, takes_fd=False):
     def wrapped(*args, **kwargs):
-        event(name, args[0] if takes_fd else None)
+        event(name, args[0] if takes_fd else None, **fault)
         return function(*args, **kwargs)
 
     return wrapped
 
 
-os.fsync = wrap("fsync", os.fsync, takes_fd=True)
-os.replace = wrap("replace", os.replace)
-os.unlink = wrap("unlink", os.unlink)
-sys.exit(cli.main(argv))
+def main():
+    mode, nth = sys.argv[1], int(sys.argv[2])
+    limit = int(sys.argv[3]) if mode == "fsize" else None
+    argv = sys.argv[4:] if mode == "fsize" else sys.argv[3:]
+    fault = {"mode": mode, "nth": nth, "limit": limit}
+    os.fsync = wrap("fsync", os.fsync, fault, takes_fd=True)
+    os.replace = wrap("replace", os.replace, fault)
+    os.unlink = wrap("unlink", os.unlink, fault)
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -242,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
             train_limit=args.train_limit,
             test_limit=args.test_limit,
             tensorboard=args.tensorboard,
-            verbose="auto" if args.verbose is None else args.verbose,
+            verbose=_progress(args.verbose),
             restart=args.restart,
         )
         if not metrics["chief"]:
@@ -290,6 +290,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(verbose: int | None) -> int:
+    """Keras's progress display: a bar on a terminal, else a line per epoch
+    (a bar redrawn into a log file or a pipe is a line per step)."""
+    if verbose is not None:
+        return verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
 def _active_backend() -> str:
     import keras
 
@@ -299,7 +307,7 @@ def _active_backend() -> str:
 def _rerun_on(backend: str, argv: Sequence[str]) -> int:
     """Runs the same command in a new process on `backend`: Keras chooses
     its backend once, when it is imported, and this process already has."""
-    command = [sys.executable, "-m", "ninlayers.app.cli", *argv]
+    command = [sys.executable, "-m", "ninlayers_cli", *argv]
     return subprocess.call(command, env={**os.environ, "KERAS_BACKEND": backend})
 
 

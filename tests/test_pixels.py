@@ -1,0 +1,77 @@
+"""Images as they are stored: integer pixels and floats give one answer."""
+
+import numpy as np
+import pytest
+
+from helpers import SMALL, to_numpy
+from ninlayers import NiN, explain, pixels
+
+pytestmark = pytest.mark.backends
+
+
+@pytest.fixture(scope="module")
+def model():
+    return NiN(
+        input_shape=(16, 16, 1),
+        architecture=SMALL,
+        precision="float32",
+        use_batch_norm=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return np.random.default_rng(0).integers(0, 256, (4, 16, 16, 1)).astype("uint8")
+
+
+def test_uint8_and_float_images_give_the_same_predictions(model, raw):
+    floats = raw.astype("float32") / 255
+    expected = model.predict(floats, verbose=0)
+    np.testing.assert_allclose(model.predict(raw, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(model(raw)), expected, atol=1e-6)
+    maps_raw, _ = explain.class_activation_maps(model, raw)
+    maps_float, _ = explain.class_activation_maps(model, floats)
+    np.testing.assert_allclose(maps_raw, maps_float, atol=1e-5)
+
+
+def test_uint16_images_map_their_full_range(model, raw):
+    wide = raw.astype("uint16") * 257  # 0-255 -> 0-65535
+    np.testing.assert_allclose(
+        model.predict(wide, verbose=0), model.predict(raw, verbose=0), atol=1e-6
+    )
+
+
+def test_floats_outside_the_range_are_refused_not_misread(model, raw):
+    with pytest.raises(ValueError, match=r"span \[0, 255\].*floats in \[0, 1\]"):
+        model.predict(raw.astype("float32"), verbose=0)
+    # Interpolation overshoot just outside the range passes.
+    model.predict(np.full((1, 16, 16, 1), 1.01, "float32"), verbose=0)
+
+
+def test_a_model_with_another_range_maps_integers_onto_it(raw):
+    model = NiN(
+        input_shape=(16, 16, 1),
+        architecture=SMALL,
+        input_range=(-1, 1),
+        precision="float32",
+    )
+    floats = raw.astype("float32") / 127.5 - 1
+    np.testing.assert_allclose(
+        model.predict(raw, verbose=0), model.predict(floats, verbose=0), atol=1e-6
+    )
+    restored = NiN.from_config(model.get_config())
+    assert restored.input_range == (-1.0, 1.0)
+    assert model.get_config()["input_range"] == [-1.0, 1.0]
+
+
+@pytest.mark.parametrize("bad", [(1, 0), (0, float("inf")), "01", (0,), None])
+def test_bad_input_ranges_are_refused(bad):
+    with pytest.raises(ValueError, match="input_range"):
+        NiN(input_shape=(16, 16, 1), architecture=SMALL, input_range=bad)
+
+
+def test_pixel_maximum_by_dtype():
+    assert pixels.pixel_maximum("uint8") == 255.0
+    assert pixels.pixel_maximum("int64") == 255.0
+    assert pixels.pixel_maximum("uint16") == 65535.0
+    assert pixels.pixel_maximum("bfloat16") is None
