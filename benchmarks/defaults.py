@@ -28,12 +28,24 @@ from ninlayers.app import data
 
 OPTIONS = {
     "paper": {"use_batch_norm": False, "head_final_activation": True},
-    "batch norm, ReLU maps": {"use_batch_norm": True, "head_final_activation": True},
-    "batch norm, linear maps": {
+    "batch norm 0.99, linear maps": {
         "use_batch_norm": True,
+        "batch_norm_momentum": 0.99,
+        "head_final_activation": False,
+    },
+    "batch norm 0.9, ReLU maps": {
+        "use_batch_norm": True,
+        "batch_norm_momentum": 0.9,
+        "head_final_activation": True,
+    },
+    "batch norm 0.9, linear maps": {
+        "use_batch_norm": True,
+        "batch_norm_momentum": 0.9,
         "head_final_activation": False,
     },
 }
+#: The option sets measured on Fashion-MNIST (the slower task).
+FASHION_OPTIONS = ("paper", "batch norm 0.9, linear maps")
 LEARNED = {"synthetic": 0.9, "fashion": 0.7}
 
 
@@ -93,6 +105,8 @@ def main() -> None:
         arrays = tasks(seed)
         for task in args.tasks:
             for name in args.options:
+                if task == "fashion" and name not in FASHION_OPTIONS:
+                    continue
                 result = {
                     "options": name,
                     **run(task, OPTIONS[name], seed, arrays[task]),
@@ -104,6 +118,8 @@ def main() -> None:
     for task in args.tasks:
         for name in args.options:
             rows = [r for r in runs if r["task"] == task and r["options"] == name]
+            if not rows:
+                continue
             accuracies = [r["test_accuracy"] for r in rows]
             print(
                 f"| {task} | {name} | {sum(r['learned'] for r in rows)}/{len(rows)} "

@@ -101,7 +101,8 @@ def summary_text(model):
 
 
 def test_summary_shows_every_block_before_any_data():
-    text = summary_text(NiN(precision="float32"))
+    paper = {"use_batch_norm": False, "head_final_activation": True}
+    text = summary_text(NiN(precision="float32", **paper))
     for name, shape, params in [
         ("block1", "(None, 28, 28, 96)", "19,584"),
         ("block2", "(None, 13, 13, 256)", "353,024"),

@@ -15,6 +15,9 @@ from ninlayers import ARCHITECTURES, BlockSpec, NiN, minimum_input_size, runtime
 # Runs on every Keras backend (the README's backend matrix).
 pytestmark = pytest.mark.backends
 
+#: The paper's (and the seed's) form: the counts below are for it.
+PAPER = {"use_batch_norm": False, "head_final_activation": True}
+
 
 def trunk_params(c_in, blocks, mlp=2):
     """The paper's count, block by block: k*k*c_in*f + f + mlp*(f*f + f)."""
@@ -45,8 +48,8 @@ def spatial(size, specs):
     return size
 
 
-def test_default_is_the_seed_network():
-    model = NiN(precision="float32")
+def test_the_seed_network_is_the_default_trunk_without_batch_norm():
+    model = NiN(precision="float32", **PAPER)
     assert model.count_params() == 1_588_198
     assert model.count_params() == nin_params(1, [(96, 3), (256, 3), (384, 3)], 10)
     assert model.input_shape == (None, 28, 28, 1)
@@ -65,7 +68,7 @@ def test_default_is_the_seed_network():
 
 
 def test_imagenet_variant_is_one_argument_away():
-    model = NiN(architecture="imagenet", precision="float32")
+    model = NiN(architecture="imagenet", precision="float32", **PAPER)
     assert model.input_shape == (None, 224, 224, 3)
     assert model.count_params() == nin_params(3, [(96, 11), (256, 5), (384, 3)], 10)
     block1 = model.get_layer("block1")
@@ -80,7 +83,7 @@ def test_imagenet_variant_is_one_argument_away():
 
 @given(size=st.integers(15, 80), channels=st.integers(1, 3))
 def test_parameter_count_does_not_depend_on_input_size(size, channels):
-    model = NiN(input_shape=(size, size + 3, channels), precision="float32")
+    model = NiN(input_shape=(size, size + 3, channels), precision="float32", **PAPER)
     assert model.count_params() == nin_params(
         channels, [(96, 3), (256, 3), (384, 3)], 10
     )
@@ -90,7 +93,7 @@ def test_parameter_count_does_not_depend_on_input_size(size, channels):
 
 
 def test_none_spatial_dims_accept_any_size_above_minimum():
-    model = NiN(input_shape=(None, None, 1), precision="float32")
+    model = NiN(input_shape=(None, None, 1), precision="float32", **PAPER)
     assert model.count_params() == 1_588_198
     for size in (15, 28, 41):
         x = np.zeros((2, size, size, 1), "float32")
@@ -137,6 +140,7 @@ def test_custom_architectures_shapes_params_and_config(
         architecture=specs,
         include_head=include_head,
         precision="float32",
+        **PAPER,
     )
     blocks = [(s.filters, s.kernel_size) for s in specs]
     if include_head:
@@ -270,6 +274,7 @@ def test_gradient_norm_metric_and_clipping_by_global_norm():
         architecture=SMALL,
         precision="float32",
         gradient_clip_norm=1e-3,
+        **PAPER,
     )
     model.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=False)
     before = model.get_weights()
@@ -392,7 +397,8 @@ def test_train_step_under_mirrored_strategy_matches_one_device():
         y = rng.integers(0, 10, 64)
         keras.utils.set_random_seed(0)
         init = NiN(input_shape=(16, 16, 1), architecture=arch,
-                   precision="float32").get_weights()
+                   precision="float32", use_batch_norm=False,
+                   head_final_activation=True).get_weights()
         results = {}
         for name, strategy in [
             ("one", tf.distribute.get_strategy()),
@@ -400,7 +406,8 @@ def test_train_step_under_mirrored_strategy_matches_one_device():
         ]:
             with strategy.scope():
                 model = NiN(input_shape=(16, 16, 1), architecture=arch,
-                            precision="float32", gradient_clip_norm=0.05)
+                            precision="float32", gradient_clip_norm=0.05,
+                            use_batch_norm=False, head_final_activation=True)
                 model.compile(optimizer=keras.optimizers.SGD(0.1),
                               jit_compile=False)
             model.set_weights(init)
@@ -439,7 +446,8 @@ def test_batch_norm_statistics_stay_equal_across_mirrored_replicas():
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             model = NiN(input_shape=(16, 16, 1), architecture=arch,
-                        precision="float32", use_batch_norm=True)
+                        precision="float32", use_batch_norm=True,
+                        head_final_activation=True)
             model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
         model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
         spreads = {}
@@ -486,8 +494,10 @@ def test_model_refuses_wrong_rank_and_channels():
 
 def test_test_time_flip_averages_image_and_mirror_at_inference_only(tmp_path):
     x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
-    plain = NiN(precision="float32", output_activation=None)
-    flipping = NiN(precision="float32", output_activation=None, test_time_flip=True)
+    plain = NiN(precision="float32", output_activation=None, **PAPER)
+    flipping = NiN(
+        precision="float32", output_activation=None, test_time_flip=True, **PAPER
+    )
     flipping.set_weights(plain.get_weights())
     expected = (
         plain.predict(x, verbose=0) + plain.predict(x[:, :, ::-1], verbose=0)
@@ -517,7 +527,7 @@ def test_test_time_flip_without_head_is_refused():
 def test_every_named_architecture_builds_with_its_hand_counted_parameters(name):
     entry = ARCHITECTURES[name]
     assert set(entry) == {"blocks", "input_shape"}
-    model = NiN(architecture=name, precision="float32")
+    model = NiN(architecture=name, precision="float32", **PAPER)
     channels = entry["input_shape"][2]
     blocks = [(spec.filters, spec.kernel_size) for spec in entry["blocks"]]
     assert model.input_shape == (None, *entry["input_shape"])

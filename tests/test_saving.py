@@ -99,7 +99,7 @@ def test_saved_model_loads_in_a_fresh_process_with_identical_predictions(
 ):
     model = BUILDERS[kind](tmp_path)
     shape = (4, 28, 28, 1) if kind == "nin_default" else (4, 16, 16, 3)
-    x = np.random.default_rng(0).uniform(0, 255, size=shape).astype("float32")
+    x = np.random.default_rng(0).uniform(0, 1, size=shape).astype("float32")
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     # One training step, so batch-norm statistics and optimizer state differ
     # from their initial values.

@@ -17,7 +17,7 @@ from typing import Any
 
 __version__ = "0.2.0"
 
-from ninlayers import errors, explain, export, runtime
+from ninlayers import errors, explain, export, pixels, presets, runtime, saving
 from ninlayers._deprecated import warn_moved
 from ninlayers.errors import (
     DatasetError,
@@ -29,6 +29,7 @@ from ninlayers.errors import (
 from ninlayers.layers import FusedBatchNormalization, NiNBlock, NiNClassifierHead
 from ninlayers.losses import SparseSmoothedCrossentropy
 from ninlayers.model import ARCHITECTURES, BlockSpec, NiN, minimum_input_size
+from ninlayers.presets import list_presets
 from ninlayers.schedules import OneCycleSchedule
 
 __all__ = [
@@ -49,8 +50,12 @@ __all__ = [
     "errors",
     "explain",
     "export",
+    "list_presets",
     "minimum_input_size",
+    "pixels",
+    "presets",
     "runtime",
+    "saving",
 ]
 
 # Names that moved to the application in 0.2.0, reachable here with a

@@ -321,6 +321,8 @@ class NiNClassifierHead(keras.layers.Layer):
         final_activation: bool. Whether the class maps pass through the
             activation too, as in the paper. Defaults to `True`.
         use_batch_norm: bool. Batch normalisation inside the block.
+        batch_norm_momentum: float. Momentum of its moving statistics.
+            Defaults to `0.99`.
             Defaults to `False`.
         output_activation: str or `None`. `"softmax"` for probabilities, `None`
             (or `"linear"`) for logits. Defaults to `"softmax"`.
@@ -356,6 +358,7 @@ class NiNClassifierHead(keras.layers.Layer):
         activation: str | Callable[..., Any] = "relu",
         final_activation: bool = True,
         use_batch_norm: bool = False,
+        batch_norm_momentum: float = 0.99,
         output_activation: str | None = "softmax",
         kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
         kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
@@ -377,6 +380,7 @@ class NiNClassifierHead(keras.layers.Layer):
             activation=activation,
             final_activation=final_activation,
             use_batch_norm=use_batch_norm,
+            batch_norm_momentum=batch_norm_momentum,
             kernel_initializer=kernel_initializer,
             kernel_regularizer=kernel_regularizer,
             data_format=self.data_format,
@@ -399,6 +403,7 @@ class NiNClassifierHead(keras.layers.Layer):
         self.activation = self.block.activation
         self.final_activation = self.block.final_activation
         self.use_batch_norm = self.block.use_batch_norm
+        self.batch_norm_momentum = self.block.batch_norm_momentum
         self.kernel_initializer = self.block.kernel_initializer
         self.kernel_regularizer = self.block.kernel_regularizer
 
@@ -445,6 +450,7 @@ class NiNClassifierHead(keras.layers.Layer):
                 "activation": keras.activations.serialize(self.activation),
                 "final_activation": self.final_activation,
                 "use_batch_norm": self.use_batch_norm,
+                "batch_norm_momentum": self.batch_norm_momentum,
                 "output_activation": self.output_activation,
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -107,6 +108,27 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         ),
         "input_shape": (224, 224, 3),
     },
+    # The seed tutorial's 224x224 RGB network: the same stages, with dropout
+    # 0.5 after the first two (2,015,398 parameters with 10 classes in the
+    # paper's form, no batch norm).
+    "seed_imagenet": {
+        "blocks": (
+            BlockSpec(96, 11, strides=4, padding="valid", dropout=0.5),
+            BlockSpec(256, 5, dropout=0.5),
+            BlockSpec(384, 3),
+        ),
+        "input_shape": (224, 224, 3),
+    },
+    # The default trunk without the last pooling: the head sees 6x6 maps of
+    # 28x28 images (2x2 with it), so class maps show where (docs/recipes.md).
+    "fashion_mnist_6x6": {
+        "blocks": (
+            BlockSpec(96, 3),
+            BlockSpec(256, 3),
+            BlockSpec(384, 3, pool_size=None),
+        ),
+        "input_shape": (28, 28, 1),
+    },
 }
 
 #: The input shape of a NiN built from a list of block specs without one.
@@ -174,9 +196,13 @@ class NiN(keras.Model):
     dense layers, so the parameter count does not depend on the input size,
     and the head's class maps show where each class was seen.
 
-    The default is the classic Fashion-MNIST NiN (blocks of 96, 256 and 384
-    filters, 3x3; 1,588,198 parameters); `architecture="imagenet"` gives the
-    paper's 224x224 network (11x11/4, 5x5, 3x3, dropout 0.5).
+    The default trunk is the classic Fashion-MNIST NiN (blocks of 96, 256
+    and 384 filters, 3x3), with batch norm and linear class maps so that it
+    trains on every seed with `compile()`'s defaults (1,594,882 parameters).
+    The paper's form, without batch norm and with ReLU class maps (1,588,198
+    parameters), is `NiN(use_batch_norm=False, head_final_activation=True)`
+    or `NiN.from_preset("seed_fashion_mnist")`; `architecture="imagenet"`
+    gives the paper's 224x224 network (11x11/4, 5x5, 3x3, dropout 0.5).
 
     Training uses an overridden `train_step` (optional clipping by global
     norm, a `gradient_norm` metric, correct losses under `tf.distribute`).
@@ -200,11 +226,19 @@ class NiN(keras.Model):
         activation: str. Activation in every block. Defaults to `"relu"`.
         use_batch_norm: bool. Batch norm after every convolution
             (`FusedBatchNormalization`: TensorFlow's fused kernel on
-            TensorFlow, Keras's batch norm elsewhere). Defaults to `False`.
+            TensorFlow, Keras's batch norm elsewhere). Without it, a NiN
+            trained with `compile()`'s defaults often does not learn at all
+            (docs/defaults.md). Defaults to `True`.
+        batch_norm_momentum: float. Momentum of the batch norms' moving
+            statistics, which `predict` and `evaluate` use. `0.9` (PyTorch's
+            default) makes them track the weights within tens of steps;
+            Keras's `0.99` leaves a model trained for a few hundred steps
+            predicting from stale statistics. Defaults to `0.9`.
         head_final_activation: bool. Whether the class maps pass through the
             activation, as in the paper. `False` makes the head's
             last 1x1 convolution a linear projection (logits that can be
-            negative), which trains faster with batch norm. Defaults to `True`.
+            negative), which trains faster with batch norm and cannot start
+            dead (all maps zero, no gradient). Defaults to `False`.
         include_head: bool. `False` gives the trunk alone, a feature extractor
             ending at the last stage's feature map. Defaults to `True`.
         output_activation: str or `None`. `"softmax"` or `None` for logits.
@@ -238,10 +272,12 @@ class NiN(keras.Model):
 
     >>> model = NiN()
     >>> model.count_params()
-    1588198
+    1594882
     >>> model.output_shape
     (None, 10)
     >>> NiN(input_shape=(64, 64, 1)).count_params()
+    1594882
+    >>> NiN(use_batch_norm=False, head_final_activation=True).count_params()
     1588198
 
     References:
@@ -256,8 +292,9 @@ class NiN(keras.Model):
         head_kernel_size: int = 3,
         num_mlp_layers: int = 2,
         activation: str = "relu",
-        use_batch_norm: bool = False,
-        head_final_activation: bool = True,
+        use_batch_norm: bool = True,
+        batch_norm_momentum: float = 0.9,
+        head_final_activation: bool = False,
         include_head: bool = True,
         output_activation: str | None = "softmax",
         gradient_clip_norm: float | None = None,
@@ -293,25 +330,19 @@ class NiN(keras.Model):
         # Kept as locals: the functional graph tracks them, and `head` and
         # `forward_features` find them in it (no layer attribute is set
         # before `super().__init__`).
-        stages = [
-            _stage_layers(
-                index, spec, num_mlp_layers, activation, use_batch_norm, policy
-            )
-            for index, spec in enumerate(blocks)
-        ]
+        shared = _block_options(
+            num_mlp_layers, activation, use_batch_norm, batch_norm_momentum, policy
+        )
+        stages = [_stage_layers(i, spec, shared) for i, spec in enumerate(blocks)]
         head = None
         if include_head:
             head = NiNClassifierHead(
                 num_classes,
                 head_kernel_size,
-                num_mlp_layers=num_mlp_layers,
-                activation=activation,
-                use_batch_norm=use_batch_norm,
                 final_activation=head_final_activation,
                 output_activation=output_activation,
-                data_format="channels_last",
                 name="head",
-                dtype=policy,
+                **shared,
             )
 
         # === Functional model ===
@@ -337,6 +368,7 @@ class NiN(keras.Model):
         self.num_mlp_layers = num_mlp_layers
         self.activation = activation
         self.use_batch_norm = bool(use_batch_norm)
+        self.batch_norm_momentum = float(batch_norm_momentum)
         self.head_final_activation = bool(head_final_activation)
         self.include_head = bool(include_head)
         self.output_activation = output_activation
@@ -482,6 +514,7 @@ class NiN(keras.Model):
             "num_mlp_layers": self.num_mlp_layers,
             "activation": self.activation,
             "use_batch_norm": self.use_batch_norm,
+            "batch_norm_momentum": self.batch_norm_momentum,
             "head_final_activation": self.head_final_activation,
             "include_head": self.include_head,
             "output_activation": self.output_activation,
@@ -498,7 +531,25 @@ class NiN(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> NiN:
-        return cls(**config)
+        # Files from before `batch_norm_momentum` was an argument used 0.99.
+        return cls(**{"batch_norm_momentum": 0.99, **config})
+
+    @classmethod
+    def from_preset(
+        cls, preset: str | os.PathLike, load_weights: bool = True, **kwargs: Any
+    ) -> keras.Model:
+        """A named NiN (pretrained ones with their weights), a `.keras` file,
+        or a run's directory; see `ninlayers.presets.from_preset`.
+
+        Example:
+
+        >>> model = NiN.from_preset("fashion_mnist", load_weights=False)
+        >>> model.class_names[:2]
+        ['T-shirt/top', 'Trouser']
+        """
+        from ninlayers import presets
+
+        return presets.from_preset(preset, load_weights=load_weights, **kwargs)
 
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.predict`, refusing NumPy float images far outside
@@ -619,27 +670,39 @@ def _check_spatial_size(shape: Sequence[Any], minimum: int) -> None:
             )
 
 
-def _stage_layers(
-    index: int,
-    spec: BlockSpec,
+def _block_options(
     num_mlp_layers: int,
     activation: str,
     use_batch_norm: bool,
+    batch_norm_momentum: float,
     policy: keras.DTypePolicy,
+) -> dict[str, Any]:
+    """What every NiN block of a NiN shares; its images are channels last."""
+    return {
+        "num_mlp_layers": num_mlp_layers,
+        "activation": activation,
+        "use_batch_norm": use_batch_norm,
+        "batch_norm_momentum": _checks.fraction(
+            "batch_norm_momentum", batch_norm_momentum
+        ),
+        "data_format": "channels_last",
+        "dtype": policy,
+    }
+
+
+def _stage_layers(
+    index: int, spec: BlockSpec, shared: dict[str, Any]
 ) -> list[keras.layers.Layer]:
     """The layers of one trunk stage: a `NiNBlock`, pooling, dropout."""
+    policy = shared["dtype"]
     layers: list[keras.layers.Layer] = [
         NiNBlock(
             spec.filters,
             spec.kernel_size,
             strides=spec.strides,
             padding=spec.padding,
-            num_mlp_layers=num_mlp_layers,
-            activation=activation,
-            use_batch_norm=use_batch_norm,
-            data_format="channels_last",
             name=f"block{index + 1}",
-            dtype=policy,
+            **shared,
         )
     ]
     if spec.pool_size is not None:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import platform
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import keras
 import numpy as np
 
 from ninlayers import __version__
-from ninlayers.errors import ModelFileError
+from ninlayers.saving import load_model
 
 __all__ = [
     "METRICS_FILE",
@@ -95,62 +94,6 @@ def save_model_atomically(model: keras.Model, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         model.save(tmp)
     return Path(path)
-
-
-def _check_archive(path: Path) -> None:
-    if not path.is_file():
-        raise ModelFileError(f"Model file {path} does not exist.")
-    if path.suffix != ".keras":
-        raise ModelFileError(
-            f"Model file {path} must end in .keras (the Keras 3 format). "
-            f"Received: {path.suffix or 'no extension'}"
-        )
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(
-            f"Model file {path} is not a .keras archive (a zip file): it is "
-            "truncated or not a model."
-        )
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-            names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ModelFileError(f"Model file {path} is corrupt: {error}") from None
-    if bad is not None:
-        raise ModelFileError(
-            f"Model file {path} is corrupt: its member {bad!r} fails its CRC."
-        )
-    if "config.json" not in names:
-        raise ModelFileError(
-            f"Model file {path} has no config.json: expected a model saved "
-            "with model.save('x.keras')."
-        )
-
-
-def load_model(path: str | os.PathLike) -> keras.Model:
-    """Loads a `.keras` file safely (`safe_mode=True`), with clear errors.
-
-    Args:
-        path: str or path.
-
-    Returns:
-        keras.Model.
-
-    Raises:
-        ModelFileError: if the file is missing, not a `.keras` (zip) archive,
-            truncated, or names classes that are not registered.
-    """
-    path = Path(path)
-    _check_archive(path)
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as error:  # Keras raises many types here.
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ModelFileError(
-            f"Cannot load model file {path}: {type(error).__name__}: {message}. "
-            "If it uses your own classes, import the module that registers "
-            "them first."
-        ) from error
 
 
 def weights_digest(model: keras.Model) -> str:

@@ -172,14 +172,18 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 def _add_inference(commands: argparse._SubParsersAction) -> None:
     """The arguments of `evaluate`, `predict`, `cam` and `benchmark`."""
+    model_help = (
+        "a .keras file, a `ninlayers train` output directory, or a preset "
+        "name such as fashion_mnist (pretrained, in the package)"
+    )
     evaluate = commands.add_parser("evaluate", help="test accuracy of a model")
-    evaluate.add_argument("model")
+    evaluate.add_argument("model", help=model_help)
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--image-folder")
     evaluate.add_argument("--limit", type=_positive_int)
 
     predict = commands.add_parser("predict", help="classify image files")
-    predict.add_argument("model")
+    predict.add_argument("model", help=model_help)
     predict.add_argument("images", nargs="+")
     predict.add_argument("--top", type=_positive_int, default=3)
     predict.add_argument(
@@ -187,7 +191,7 @@ def _add_inference(commands: argparse._SubParsersAction) -> None:
     )
 
     cam = commands.add_parser("cam", help="draw class activation maps")
-    cam.add_argument("model")
+    cam.add_argument("model", help=model_help)
     cam.add_argument("images", nargs="+")
     cam.add_argument("--output", "-o", default="cam.png")
     cam.add_argument("--invert", action="store_true")

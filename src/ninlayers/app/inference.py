@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from ninlayers import _checks, explain
+from ninlayers import _checks, explain, presets
 from ninlayers.app import data, plots
-from ninlayers.app.artifacts import load_model
 from ninlayers.app.images import read_image
 
 if TYPE_CHECKING:
@@ -40,7 +39,8 @@ DEFAULT_IMAGE_SIZE = data.FASHION_MNIST_SHAPE[:2]
 
 
 def _as_model(model: keras.Model | str | os.PathLike) -> keras.Model:
-    return model if isinstance(model, keras.Model) else load_model(model)
+    """A model, a preset name, a `.keras` file or a run's directory."""
+    return model if isinstance(model, keras.Model) else presets.from_preset(model)
 
 
 def probabilities(model: keras.Model, outputs: Any) -> np.ndarray:
@@ -134,7 +134,8 @@ def predict(
     """Classifies image files.
 
     Args:
-        model: keras.Model or the path of a `.keras` file.
+        model: keras.Model, a preset name (`ninlayers.list_presets()`),
+            a `.keras` file or a directory holding `model.keras`.
         image_paths: list of image files, any size.
         top: int. How many classes to report per image. Defaults to `3`.
         invert: bool. See `load_images`. Defaults to `False`.
@@ -171,7 +172,8 @@ def explain_images(
     """Draws the class activation maps of image files into one PNG.
 
     Args:
-        model: keras.Model or the path of a `.keras` file.
+        model: keras.Model, a preset name (`ninlayers.list_presets()`),
+            a `.keras` file or a directory holding `model.keras`.
         image_paths: list of image files.
         output: str or path of the PNG to write; an existing directory
             (or a path ending in `/`) gets `cam.png` inside it.
@@ -226,7 +228,8 @@ def evaluate(
     """Measures accuracy and cross-entropy on the test set.
 
     Args:
-        model: keras.Model or the path of a `.keras` file.
+        model: keras.Model, a preset name (`ninlayers.list_presets()`),
+            a `.keras` file or a directory holding `model.keras`.
         data_dir: str, path or `None`. Fashion-MNIST's directory (see
             `ninlayers.app.data.find_fashion_mnist`).
         image_folder: str, path or `None`. Evaluate on all images of this

@@ -49,6 +49,7 @@ class Recipe:
         weight_decay: float. Decoupled weight decay.
         label_smoothing: float. Label smoothing of the loss.
         use_batch_norm: bool. Batch norm after every convolution.
+        batch_norm_momentum: float. Momentum of its moving statistics.
         head_final_activation: bool. ReLU on the class maps (the paper's way).
         augment: bool. Flips, shifts and random erasing on training batches.
         crop_padding: int. Largest random shift in pixels.
@@ -70,6 +71,7 @@ class Recipe:
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     use_batch_norm: bool = False
+    batch_norm_momentum: float = 0.99
     head_final_activation: bool = True
     augment: bool = False
     crop_padding: int = 2
@@ -88,6 +90,7 @@ class Recipe:
         _checks.fraction("validation_split", self.validation_split)
         _checks.fraction("label_smoothing", self.label_smoothing)
         _checks.fraction("erasing", self.erasing)
+        _checks.fraction("batch_norm_momentum", self.batch_norm_momentum)
 
     def replace(self, **changes: Any) -> Recipe:
         """Returns a copy with some fields changed (`None` values ignored)."""

@@ -318,6 +318,7 @@ def build_model(
         input_shape=data.image_shape,
         architecture=architecture or "fashion_mnist",
         use_batch_norm=recipe.use_batch_norm,
+        batch_norm_momentum=recipe.batch_norm_momentum,
         head_final_activation=recipe.head_final_activation,
         test_time_flip=recipe.test_time_flip,
         precision=recipe.precision,

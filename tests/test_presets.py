@@ -1,0 +1,108 @@
+"""Presets: named NiNs in one line, offline; the default learns every seed."""
+
+import numpy as np
+import pytest
+
+import ninlayers
+from helpers import SMALL
+from ninlayers import NiN, presets
+from ninlayers.errors import ModelFileError
+
+pytestmark = pytest.mark.backends
+
+
+def block_params(k, c_in, c_out, batch_norm, linear_last=False):
+    """A NiN block: a kxk and two 1x1 convolutions; with batch norm, each
+    convolution loses its bias and gains 4 statistics per channel, except a
+    linear last one (a head's class maps), which keeps its bias."""
+    convs = [k * k * c_in * c_out, c_out * c_out, c_out * c_out]
+    if not batch_norm:
+        return sum(convs) + 3 * c_out
+    extra = [4 * c_out, 4 * c_out, c_out if linear_last else 4 * c_out]
+    return sum(convs) + sum(extra)
+
+
+def nin_params(stages, channels, classes, batch_norm, linear_maps):
+    total, c_in = 0, channels
+    for k, c_out in stages:
+        total += block_params(k, c_in, c_out, batch_norm)
+        c_in = c_out
+    return total + block_params(3, c_in, classes, batch_norm, linear_maps)
+
+
+SEED_28 = [(3, 96), (3, 256), (3, 384)]
+SEED_224 = [(11, 96), (5, 256), (3, 384)]
+
+
+def test_the_named_networks_have_their_parameter_counts():
+    assert nin_params(SEED_28, 1, 10, False, False) == 1_588_198  # the seed's
+    paper = NiN.from_preset("seed_fashion_mnist")
+    assert paper.count_params() == 1_588_198
+    assert not paper.use_batch_norm and paper.head_final_activation
+    default = NiN()
+    assert default.count_params() == nin_params(SEED_28, 1, 10, True, True)
+    seed_224 = NiN.from_preset("seed_imagenet")
+    assert seed_224.count_params() == nin_params(SEED_224, 3, 10, False, False)
+    assert seed_224.count_params() == 2_015_398
+    assert seed_224.input_shape == (None, 224, 224, 3)
+    dropouts = [layer.name for layer in seed_224.layers if "dropout" in layer.name]
+    assert dropouts == ["dropout1", "dropout2"]
+
+
+def test_presets_are_listed_with_a_description():
+    listed = ninlayers.list_presets()
+    assert set(listed) == set(presets.PRESETS) >= {"fashion_mnist", "seed_imagenet"}
+    assert all(isinstance(text, str) and text for text in listed.values())
+
+
+def test_an_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError) as info:
+        NiN.from_preset("fashion_mnsit")
+    message = str(info.value)
+    assert "fashion_mnsit" in message and "seed_imagenet" in message
+    assert "\n" not in message
+    with pytest.raises(ModelFileError, match="does not exist"):
+        NiN.from_preset("missing/model.keras")
+
+
+def test_a_file_or_a_run_directory_loads_as_saved(tmp_path):
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL, num_classes=3)
+    model.save(tmp_path / "model.keras")
+    x = np.random.default_rng(0).random((2, 16, 16, 1)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    for source in (tmp_path / "model.keras", tmp_path, str(tmp_path)):
+        loaded = NiN.from_preset(source)
+        np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="named presets only"):
+        NiN.from_preset(tmp_path, num_classes=4)
+
+
+def test_named_presets_take_overrides():
+    model = NiN.from_preset("seed_fashion_mnist", num_classes=5)
+    assert model.output_shape == (None, 5)
+
+
+def synthetic(n, seed):
+    """2 classes: a bright 6x6 square somewhere on noise, or noise alone."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 0.5, (n, 16, 16, 1)).astype("float32")
+    y = rng.integers(0, 2, n)
+    for i in np.flatnonzero(y):
+        r, c = rng.integers(0, 11, 2)
+        x[i, r : r + 6, c : c + 6] = 1.0
+    return x, y
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_the_default_nin_learns_with_compile_defaults(seed):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x, y = synthetic(512, seed)
+    x_test, y_test = synthetic(512, 10_000 + seed)
+    model = NiN(num_classes=2, input_shape=(16, 16, 1))
+    model.compile()
+    model.fit(x, y, epochs=4, verbose=0)
+    accuracy = np.mean(model.predict(x_test, verbose=0).argmax(-1) == y_test)
+    assert accuracy >= 0.9, f"seed {seed}: held-out accuracy {accuracy}"
