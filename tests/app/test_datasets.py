@@ -265,9 +265,11 @@ def test_image_folder_training_data_honours_the_recipe_and_limits(tmp_path):
     recipe = recipes.RECIPES["default"]
     assert recipe.validation_split == 0.0
     data = trainer.load_data(recipe, seed=0, image_folder=root)
-    # An explicit 0.0 validation split means none; the test split is its own.
-    assert data.validation is None
+    # An explicit 0.0 validation split means none (the held-out curve is
+    # then the start of the test set); the test split is its own.
     n_test = int(30 * datasets.IMAGE_FOLDER_TEST_SPLIT)
+    assert data.held_out_label == f"test (first {n_test} images)"
+    assert sum(len(y) for _, y in data.validation) == n_test
     assert data.n_train == 30 - n_test
     assert sum(len(y) for _, y in data.test) == n_test
     assert data.image_shape == (28, 28, 1)
@@ -278,7 +280,8 @@ def test_image_folder_training_data_honours_the_recipe_and_limits(tmp_path):
         train_limit=12,
         test_limit=2,
     )
-    assert limited.n_train == 9 and limited.validation is not None
+    assert limited.n_train == 9 and limited.held_out_label == "validation"
+    assert sum(len(y) for _, y in limited.validation) == 3
     assert sum(len(y) for _, y in limited.test) == 2
 
 

@@ -37,3 +37,24 @@ def test_plots_keep_the_callers_backend_and_figures(tmp_path):
         "cam.png",
         "history.png",
     ]
+
+
+def test_history_draws_the_held_out_curve_with_its_label(tmp_path, monkeypatch):
+    drawn = []
+    original = plots._save
+
+    def keep(fig, path):
+        drawn.append(fig)
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    history = {
+        "loss": [1.0, 0.5],
+        "accuracy": [0.6, 0.8],
+        "val_loss": [1.1, 0.7],
+        "val_accuracy": [0.5, 0.7],
+    }
+    plots.plot_history(history, tmp_path / "h.png", "test (first 2,000 images)")
+    for ax in drawn[0].axes:
+        labels = [line.get_label() for line in ax.get_lines()]
+        assert labels == ["training", "test (first 2,000 images)"]

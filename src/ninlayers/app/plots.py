@@ -40,13 +40,17 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 
 def plot_history(
-    history: Mapping[str, Sequence[float]], path: str | os.PathLike
+    history: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    held_out_label: str = "validation",
 ) -> Path:
-    """Plots loss and accuracy per epoch, training and validation.
+    """Plots loss and accuracy per epoch, training and held out.
 
     Args:
-        history: dict. `keras.callbacks.History.history`.
+        history: dict. `keras.callbacks.History.history`; its `val_` keys
+            are the held-out curves.
         path: str or path. The PNG to write.
+        held_out_label: str. What the held-out images were, for the legend.
 
     Returns:
         Path of the PNG.
@@ -58,7 +62,7 @@ def plot_history(
             values = history.get(prefix + key)
             if values:
                 epochs = np.arange(1, len(values) + 1)
-                label = "validation" if prefix else "training"
+                label = _label(held_out_label) if prefix else "training"
                 ax.plot(epochs, values, style, label=label, markersize=3)
         ax.set_xlabel("epoch")
         ax.set_title(key)
