@@ -551,11 +551,30 @@ class NiN(keras.Model):
 
         return presets.from_preset(preset, load_weights=load_weights, **kwargs)
 
+    # NumPy images are mapped onto `input_range` before Keras converts them
+    # (PyTorch has no uint16 tensors: Keras would pass them on as int32).
+
+    def _numpy_images(self, x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            pixels.check_float_range(x, self.input_range)
+            return pixels.to_input_range(x, self.input_range)
+        return x
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(self._numpy_images(inputs), *args, **kwargs)
+
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        """`keras.Model.predict`, refusing NumPy float images far outside
-        `input_range` (integer images are mapped onto it)."""
-        pixels.check_float_range(x, self.input_range)
-        return super().predict(x, *args, **kwargs)
+        """`keras.Model.predict`; integer images are mapped onto
+        `input_range`, NumPy float images far outside it are refused."""
+        return super().predict(self._numpy_images(x), *args, **kwargs)
+
+    def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.evaluate`, taking images as `predict` does."""
+        return super().evaluate(self._numpy_images(x), *args, **kwargs)
+
+    def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.fit`, taking images as `predict` does."""
+        return super().fit(self._numpy_images(x), *args, **kwargs)
 
 
 # Base-model arguments NiN passes on to `keras.Model` (from_config adds them).
