@@ -93,15 +93,17 @@ def test_maps_of_a_flipping_model_are_what_it_predicts_from():
     np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
     _, mapper_probs = explain.class_map_model(model).predict(x, verbose=0)
     np.testing.assert_allclose(mapper_probs, probs, atol=1e-6)
-    # The shown map is the mean of the image's and the mirror's, flipped back.
+    # The shown map is the image's own; with average_mirror, the mean of the
+    # image's and the mirror's, flipped back.
     plain = NiN(input_shape=(28, 28, 1), precision="float32")
     plain.set_weights(model.get_weights())
     raw, _ = explain.class_map_model(plain).predict(x, verbose=0)
     mirror, _ = explain.class_map_model(plain).predict(x[:, :, ::-1], verbose=0)
     chosen = probs.argmax(-1)
-    mean = (raw + mirror[:, :, ::-1]) / 2
-    for i, c in enumerate(chosen):
-        up = keras.ops.image.resize(mean[i, :, :, c][None, ..., None], (28, 28))
-        up = np.asarray(up)[0, ..., 0]
-        up = (up - up.min()) / max(up.max() - up.min(), 1e-12)
-        np.testing.assert_allclose(maps[i], up, atol=1e-5)
+    averaged, _ = explain.class_activation_maps(model, x, average_mirror=True)
+    for shown, source in ((maps, raw), (averaged, (raw + mirror[:, :, ::-1]) / 2)):
+        for i, c in enumerate(chosen):
+            up = keras.ops.image.resize(source[i, :, :, c][None, ..., None], (28, 28))
+            up = np.asarray(up)[0, ..., 0]
+            up = (up - up.min()) / max(up.max() - up.min(), 1e-12)
+            np.testing.assert_allclose(shown[i], up, atol=1e-5)

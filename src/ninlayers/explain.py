@@ -37,7 +37,7 @@ def find_head(model: keras.Model) -> NiNClassifierHead:
     return heads[-1]
 
 
-def class_map_model(model: keras.Model) -> keras.Model:
+def class_map_model(model: keras.Model, average_mirror: bool = False) -> keras.Model:
     """Returns a model mapping images to `(class_maps, predictions)`.
 
     Works for `NiN` and for functional or Sequential models whose
@@ -45,12 +45,15 @@ def class_map_model(model: keras.Model) -> keras.Model:
 
     Args:
         model: keras.Model. A built model containing a `NiNClassifierHead`.
+        average_mirror: bool. For a model with `test_time_flip`, average the
+            image's maps with its mirror image's (flipped back), as its
+            predictions are averaged. `False` (the default) keeps the
+            image's own maps, which show where better.
 
     Returns:
         keras.Model with two outputs: the head's maps `(batch, h, w, classes)`
-        and the model's predictions `(batch, classes)`. For a model with
-        `test_time_flip`, both are, as its predictions, the mean of the
-        image's and its mirror image's (the mirror's maps flipped back).
+        and the model's predictions `(batch, classes)` (for a model with
+        `test_time_flip`, the mean of the image's and its mirror image's).
 
     Raises:
         ValueError: if the model has no head, or its head's input is not a
@@ -72,10 +75,9 @@ def class_map_model(model: keras.Model) -> keras.Model:
     images = keras.Input(model.inputs[0].shape[1:])
     maps, probs = mapper(images)
     mirror_maps, mirror_probs = mapper(keras.ops.flip(images, axis=2))
-    return keras.Model(
-        images,
-        [(maps + keras.ops.flip(mirror_maps, axis=2)) / 2, (probs + mirror_probs) / 2],
-    )
+    if average_mirror:
+        maps = (maps + keras.ops.flip(mirror_maps, axis=2)) / 2
+    return keras.Model(images, [maps, (probs + mirror_probs) / 2])
 
 
 def class_activation_maps(
@@ -83,6 +85,7 @@ def class_activation_maps(
     images: Any,
     class_index: int | np.ndarray | None = None,
     batch_size: int = 64,
+    average_mirror: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Computes one class activation map per image, at the image's size.
 
@@ -93,6 +96,7 @@ def class_activation_maps(
         class_index: int, array of `n` ints, or `None` for each image's
             predicted class. Defaults to `None`.
         batch_size: int. Defaults to `64`.
+        average_mirror: bool. See `class_map_model`. Defaults to `False`.
 
     Returns:
         `(maps, probabilities)`: `maps` of shape `(n, h, w)` scaled to [0, 1]
@@ -115,7 +119,7 @@ def class_activation_maps(
             "`images` must have shape (n, height, width, channels). "
             f"Received: images.shape={images.shape}"
         )
-    raw_maps, probs = class_map_model(model).predict(
+    raw_maps, probs = class_map_model(model, average_mirror).predict(
         images, batch_size=batch_size, verbose=0
     )
     raw_maps = np.asarray(raw_maps, dtype="float32")
