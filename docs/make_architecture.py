@@ -75,7 +75,7 @@ def main(path: Path) -> None:
     ax.set_ylim(-0.1, 2.2)
     ax.axis("off")
     ax.set_title(
-        f"ninlayers.NiN(): the seed's Fashion-MNIST network, "
+        f"ninlayers.NiN(): the classic Fashion-MNIST network, "
         f"{model.count_params():,} parameters, no dense layer"
     )
     fig.savefig(path, dpi=120, bbox_inches="tight")

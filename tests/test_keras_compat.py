@@ -78,3 +78,29 @@ def test_initial_epoch_set_in_on_train_begin_starts_fit_there():
     del model._initial_epoch
     with pytest.raises(RuntimeError, match="_initial_epoch"):
         _keras_compat.set_initial_epoch(model, 1)
+
+
+def test_coordination_service_gets_the_longer_timeouts():
+    import socket
+
+    from helpers import run_python
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = run_python(
+        f"""
+        import json, os
+        os.environ["TF_CONFIG"] = json.dumps({{
+            "cluster": {{"worker": ["127.0.0.1:{port}"]}},
+            "task": {{"type": "worker", "index": 0}},
+        }})
+        from tensorflow.python.eager import context
+        from ninlayers import runtime
+        strategy = runtime.get_strategy("multiworker")
+        config = context.context().config.experimental.coordination_config
+        print(config.heartbeat_timeout_in_ms, config.shutdown_barrier_timeout_in_ms,
+              strategy.num_replicas_in_sync)
+        """
+    )
+    assert out.split()[-3:] == ["120000", "120000", "1"]

@@ -1,6 +1,6 @@
 """Every use of a private Keras or TensorFlow internal, in one place.
 
-ninlayers needs five internals, each to work around a Keras 3 limitation
+ninlayers needs six internals, each to work around a Keras 3 limitation
 under `tf.distribute` (docs/distributed.md) or to log as Keras does. The
 accessors fail loudly, naming the Keras version, if an upgrade removes what
 they rely on (`trainer_strategy` excepted: the other backends never have
@@ -16,6 +16,10 @@ it), and tests/test_keras_compat.py checks that each internal still exists.
   custom `train_step` updates to log the loss as Keras's own step does.
 - `Model._initial_epoch`: the epoch `fit` starts from when set, as Keras's
   `BackupAndRestore` sets it on restoring.
+- `tensorflow.python.eager.context.context().configure_coordination_service`:
+  the coordination service's heartbeat and shutdown-barrier timeouts, which
+  `MultiWorkerMirroredStrategy` does not expose (it sets the service up with
+  TensorFlow's defaults unless one is configured first).
 - `MultiWorkerMirroredStrategy.extended._in_multi_worker_mode()`: whether a
   strategy spans several workers (the only case whose logs need a shape).
 """
@@ -101,3 +105,43 @@ def set_initial_epoch(model: keras.Model, epoch: int) -> None:
     if not hasattr(model, "_initial_epoch"):
         raise _missing("Model._initial_epoch")
     model._initial_epoch = epoch
+
+
+def configure_coordination(heartbeat_timeout_ms: int, shutdown_barrier_ms: int) -> bool:
+    """Sets up TensorFlow's coordination service as `MultiWorkerMirroredStrategy`
+    would, with longer heartbeat and shutdown-barrier timeouts; call it
+    before creating the strategy. Returns `False` (doing nothing) when the
+    service is already set up or `TF_CONFIG` names no chief or worker job.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.distribute.cluster_resolver import (
+        TFConfigClusterResolver,
+    )
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    if not hasattr(ctx, "configure_coordination_service"):
+        raise _missing("tf context().configure_coordination_service")
+    resolver = TFConfigClusterResolver()
+    cluster = multi_worker_util.normalize_cluster_spec(resolver.cluster_spec())
+    if ctx.coordination_service is not None or resolver.task_type not in (
+        "chief",
+        "worker",
+    ):
+        return False
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(
+            name=job, num_tasks=cluster.num_tasks(job)
+        )
+        for job in ("chief", "worker")
+        if job in cluster.jobs
+    ]
+    ctx.configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(cluster),
+        heartbeat_timeout_in_ms=heartbeat_timeout_ms,
+        shutdown_barrier_timeout_in_ms=shutdown_barrier_ms,
+        coordinated_jobs=jobs,
+    )
+    return True

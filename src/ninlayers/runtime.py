@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import keras
 
-from ninlayers import _checks
+from ninlayers import _checks, _keras_compat
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -196,6 +196,14 @@ class SingleDevice:
         return contextlib.nullcontext()
 
 
+#: How long a worker may miss heartbeats before the others call it dead.
+#: TensorFlow's 10 s default misfired on busy 2-core machines.
+COORDINATION_HEARTBEAT_MS = 120_000
+#: How long workers wait for each other when they exit, so that none
+#: leaves while another still talks to it.
+COORDINATION_SHUTDOWN_MS = 120_000
+
+
 def get_strategy(
     strategy: str = "auto", devices: Sequence[str] | None = None
 ) -> tf.distribute.Strategy | SingleDevice:
@@ -253,6 +261,10 @@ def get_strategy(
             "The multiworker strategy needs the TF_CONFIG environment variable "
             "(cluster and task). Received: TF_CONFIG unset"
         )
+    _keras_compat.configure_coordination(
+        heartbeat_timeout_ms=COORDINATION_HEARTBEAT_MS,
+        shutdown_barrier_ms=COORDINATION_SHUTDOWN_MS,
+    )
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
