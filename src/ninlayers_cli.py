@@ -17,7 +17,7 @@ import sys
 def main() -> int:
     """Runs the `ninlayers` command."""
     if "--debug" not in sys.argv[1:]:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         saved = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)

@@ -106,3 +106,49 @@ def test_the_default_nin_learns_with_compile_defaults(seed):
     model.fit(x, y, epochs=4, verbose=0)
     accuracy = np.mean(model.predict(x_test, verbose=0).argmax(-1) == y_test)
     assert accuracy >= 0.9, f"seed {seed}: held-out accuracy {accuracy}"
+
+
+# The pretrained preset: its shipped weights, offline, on raw pixels.
+
+
+def test_the_shipped_weights_match_their_digest_and_tampering_is_refused(
+    tmp_path, monkeypatch
+):
+    path = presets.weights_path("fashion_mnist")
+    assert path.is_file() and path.stat().st_size < 8_000_000
+    assert presets._sha256(path) == presets.PRESETS["fashion_mnist"].sha256
+    tampered = tmp_path / path.name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    tampered.write_bytes(bytes(data))
+    monkeypatch.setattr(presets, "_WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ModelFileError, match="fail their check"):
+        NiN.from_preset("fashion_mnist")
+
+
+@pytest.mark.slow
+def test_the_pretrained_preset_reaches_its_accuracy_offline_on_raw_pixels():
+    from helpers import run_python
+
+    out = run_python(
+        """
+        import socket
+
+        def no_network(*args, **kwargs):
+            raise OSError("this test runs without network")
+
+        socket.socket.connect = no_network
+        socket.create_connection = no_network
+        import numpy as np
+        import ninlayers
+        from ninlayers.app import data
+
+        _, (x, y) = data.load_fashion_mnist()
+        model = ninlayers.NiN.from_preset("fashion_mnist")
+        probs = model.predict(x[..., None], batch_size=500, verbose=0)
+        print(x.dtype, model.class_names[0], np.mean(probs.argmax(-1) == y))
+        """
+    )
+    dtype, first_class, accuracy = out.split()[-3:]
+    assert (dtype, first_class) == ("uint8", "T-shirt/top")
+    assert float(accuracy) >= 0.94

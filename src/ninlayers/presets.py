@@ -73,7 +73,7 @@ PRESETS: dict[str, Preset] = {
         config={
             "num_classes": 10,
             "input_shape": (28, 28, 1),
-            "architecture": "fashion_mnist",
+            "architecture": "fashion_mnist_6x6",
             "use_batch_norm": True,
             "batch_norm_momentum": 0.99,
             "head_final_activation": False,
@@ -81,7 +81,7 @@ PRESETS: dict[str, Preset] = {
             "class_names": list(_FASHION_MNIST_CLASSES),
         },
         weights="fashion_mnist.weights.h5",
-        sha256=None,
+        sha256="d1ec77451c351c377b1d52881a81396468c606e7e693a3a131da725cac1d03ba",
     ),
     "seed_fashion_mnist": Preset(
         description=(

@@ -128,7 +128,7 @@ def train(
         epochs: int or `None`. Overrides the recipe's.
         batch_size: int or `None`. Overrides the recipe's.
         learning_rate: float or `None`. Overrides the recipe's.
-        architecture: str, list of block specs or `None` (`"fashion_mnist"`).
+        architecture: str, list of block specs or `None` (the recipe's).
         input_size: int or `None`. Resize images to this square size (`None`
             keeps Fashion-MNIST's 28, and resizes image folders to 28).
         precision: str or `None`. Overrides the recipe's precision.
@@ -332,7 +332,7 @@ def build_model(
     model = NiN(
         num_classes=len(data.class_names),
         input_shape=data.image_shape,
-        architecture=architecture or "fashion_mnist",
+        architecture=architecture or recipe.architecture,
         use_batch_norm=recipe.use_batch_norm,
         batch_norm_momentum=recipe.batch_norm_momentum,
         head_final_activation=recipe.head_final_activation,
@@ -360,7 +360,7 @@ def fingerprint(
     settings["recipe"] = settings.pop("name")
     return {
         **settings,
-        "architecture": architecture or "fashion_mnist",
+        "architecture": architecture or recipe.architecture,
         "input_shape": list(data.image_shape),
         "classes": data.class_names,
         "train_examples": data.n_train,
