@@ -70,6 +70,9 @@ def test_wheel_holds_the_package_and_its_type_marker(dist):
         assert f"ninlayers/{module}.py" in names
     assert "ninlayers/py.typed" in names
     assert "ninlayers_cli.py" in names  # the console script's launcher
+    # The pretrained preset's weights ship; they grow the wheel by < 8 MB.
+    assert "ninlayers/weights/fashion_mnist.weights.h5" in names
+    assert wheel.stat().st_size < 8_000_000 + 1_000_000
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
 
 

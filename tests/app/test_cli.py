@@ -247,3 +247,25 @@ def test_sixteen_bit_grey_images_load_scaled_not_white(tmp_path):
         )
         np.testing.assert_allclose(deep, flat, atol=1 / 255 + 1e-6)
         assert deep.mean() == pytest.approx(0.5, abs=0.01)
+
+
+def test_preset_names_work_wherever_a_model_file_does(tmp_path, capsys):
+    from ninlayers.app import data
+
+    _, (x, y) = data.load_fashion_mnist()
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(x[i]).save(paths[-1])
+    assert cli.main(["predict", "fashion_mnist", *map(str, paths)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    predicted = [line.split(": ")[1].split(" (")[0] for line in lines]
+    assert predicted == [data.CLASS_NAMES[label] for label in y[:3]]
+    assert cli.main(["cam", "fashion_mnist", str(paths[0]), "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "cam.png").is_file()
+    assert cli.main(["evaluate", "fashion_mnist", "--limit", "1000"]) == 0
+    scores = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert scores["examples"] == 1000 and scores["accuracy"] > 0.9
+    assert cli.main(["predict", "fashion_mnsit", str(paths[0])]) == 2
+    error = capsys.readouterr().err
+    assert "Unknown preset 'fashion_mnsit'" in error and "fashion_mnist" in error
