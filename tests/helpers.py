@@ -14,6 +14,15 @@ import numpy as np
 #: Any backend's tensor (or a NumPy array) as a NumPy array.
 to_numpy = keras.ops.convert_to_numpy
 
+#: What a finished `ninlayers train` leaves in its output directory.
+RUN_ARTIFACTS = [
+    "cam.png",
+    "confusion.png",
+    "history.png",
+    "metrics.json",
+    "model.keras",
+]
+
 #: A two-stage trunk that trains in well under a second on 16x16 images.
 SMALL = [
     {"filters": 8, "kernel_size": 3},

@@ -116,7 +116,7 @@ def test_the_shipped_weights_match_their_digest_and_tampering_is_refused(
 ):
     path = presets.weights_path("fashion_mnist")
     assert path.is_file() and path.stat().st_size < 8_000_000
-    assert presets._sha256(path) == presets.PRESETS["fashion_mnist"].sha256
+    assert ninlayers.saving.file_sha256(path) == presets.PRESETS["fashion_mnist"].sha256
     tampered = tmp_path / path.name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 1

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,21 @@ import keras
 
 from ninlayers.errors import ModelFileError
 from ninlayers.model import NiN
-from ninlayers.saving import load_model
+from ninlayers.saving import file_sha256, load_model
 
-__all__ = ["PRESETS", "Preset", "from_preset", "list_presets", "weights_path"]
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "PRESETS",
+    "Preset",
+    "from_preset",
+    "list_presets",
+    "weights_path",
+]
 
 _WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-#: Fashion-MNIST's classes, in label order (the pretrained preset's names).
-_FASHION_MNIST_CLASSES = (
+#: Fashion-MNIST's ten classes, in label order (the pretrained preset's).
+FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
     "Pullover",
@@ -78,7 +84,7 @@ PRESETS: dict[str, Preset] = {
             "batch_norm_momentum": 0.99,
             "head_final_activation": False,
             "test_time_flip": True,
-            "class_names": list(_FASHION_MNIST_CLASSES),
+            "class_names": list(FASHION_MNIST_CLASSES),
         },
         weights="fashion_mnist.weights.h5",
         sha256="d1ec77451c351c377b1d52881a81396468c606e7e693a3a131da725cac1d03ba",
@@ -119,14 +125,6 @@ def weights_path(name: str) -> Path | None:
     return None if preset.weights is None else _WEIGHTS_DIR / preset.weights
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _load_weights(model: NiN, name: str) -> None:
     preset, path = PRESETS[name], weights_path(name)
     if path is None or preset.sha256 is None or not path.is_file():
@@ -134,7 +132,7 @@ def _load_weights(model: NiN, name: str) -> None:
             f"The weights of preset {name!r} are not in this installation "
             f"({path}); reinstall ninlayers, or pass load_weights=False."
         )
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != preset.sha256:
         raise ModelFileError(
             f"The weights of preset {name!r} ({path}) fail their check: "

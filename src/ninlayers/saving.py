@@ -8,6 +8,7 @@ naming the file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 import zlib
@@ -17,7 +18,7 @@ import keras
 
 from ninlayers.errors import ModelFileError
 
-__all__ = ["load_model"]
+__all__ = ["file_sha256", "load_model"]
 
 
 def _check_archive(path: Path) -> None:
@@ -74,3 +75,12 @@ def load_model(path: str | os.PathLike) -> keras.Model:
             "If it uses your own classes, import the module that registers "
             "them first."
         ) from error
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from helpers import RUN_ARTIFACTS
 from ninlayers import runtime
 
 
@@ -168,13 +169,7 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
         assert "unhealthy" not in stderr and "heartbeat" not in stderr, stderr[-2000:]
     assert "test accuracy" in outputs[0][0]
     assert "worker finished" in outputs[1][0]
-    assert sorted(p.name for p in out.iterdir()) == [
-        "cam.png",
-        "confusion.png",
-        "history.png",
-        "metrics.json",
-        "model.keras",
-    ]
+    assert sorted(p.name for p in out.iterdir()) == RUN_ARTIFACTS
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["replicas"] == 2
     assert metrics["strategy"] == "MultiWorkerMirroredStrategy"

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import RUN_ARTIFACTS
 from ninlayers.app import lock, trainer
 from ninlayers.app.backup import RunBackup
 from ninlayers.errors import TrainingError
@@ -69,13 +70,7 @@ def assert_completed(out, epochs=3):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]["loss"]) == epochs
     assert metrics["epochs_this_run"] == epochs - metrics["resumed_from_epoch"]
-    assert sorted(p.name for p in out.iterdir()) == [
-        "cam.png",
-        "confusion.png",
-        "history.png",
-        "metrics.json",
-        "model.keras",
-    ]
+    assert sorted(p.name for p in out.iterdir()) == RUN_ARTIFACTS
     keras.saving.load_model(out / "model.keras")
     return metrics
 

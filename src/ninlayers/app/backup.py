@@ -20,7 +20,6 @@ workers agree on the newest epoch they all hold.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -34,6 +33,7 @@ import numpy as np
 from ninlayers import _keras_compat
 from ninlayers.app.artifacts import atomic_path, atomic_write_text
 from ninlayers.errors import TrainingError
+from ninlayers.saving import file_sha256
 
 __all__ = [
     "BACKUP_DIR",
@@ -53,14 +53,6 @@ FORMAT = 1
 _CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.json$")
 # What Keras's `BackupAndRestore` (ninlayers 0.2.0's backup) leaves.
 _KERAS_BACKUP = ("training_metadata.json", "latest.weights.h5")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe_write_error(error: OSError) -> str:
@@ -120,7 +112,7 @@ class RunBackup(keras.callbacks.Callback):
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
             weights = self.directory / state["weights"]
-            if state["format"] != FORMAT or _sha256(weights) != state["sha256"]:
+            if state["format"] != FORMAT or file_sha256(weights) != state["sha256"]:
                 raise ValueError("its weights do not match their SHA-256")
             return state
         except (OSError, ValueError, KeyError, TypeError) as error:
@@ -225,7 +217,7 @@ class RunBackup(keras.callbacks.Callback):
             "format": FORMAT,
             "epoch": epoch,
             "weights": weights.name,
-            "sha256": _sha256(weights),
+            "sha256": file_sha256(weights),
             "history": self.history,
             "fingerprint": self.fingerprint,
         }

@@ -25,6 +25,7 @@ from ninlayers import _checks
 from ninlayers.app.augment import augmenter
 from ninlayers.app.images import IMAGE_SUFFIXES, image_channels, read_image
 from ninlayers.errors import DatasetError
+from ninlayers.presets import FASHION_MNIST_CLASSES
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -50,18 +51,7 @@ FASHION_MNIST_SHAPE = (28, 28, 1)
 IMAGE_FOLDER_TEST_SPLIT = 0.2
 
 #: Fashion-MNIST's ten classes, in label order.
-CLASS_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+CLASS_NAMES = FASHION_MNIST_CLASSES
 
 #: SHA-256 of each file's decompressed bytes, and its expected shape.
 FILES = {
