@@ -128,7 +128,7 @@ def test_distribution_installs_into_a_clean_venv_and_imports(dist, kind, tmp_pat
         env=env,
     ).stdout.split()
     assert out[0].startswith(str(venv))
-    assert out[1:] == [ninlayers.__version__, "1588198"]
+    assert out[1:] == [ninlayers.__version__, "1594882"]
     help_text = subprocess.run(
         [str(venv / "bin" / "ninlayers"), "--help"],
         check=True,

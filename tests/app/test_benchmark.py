@@ -10,9 +10,9 @@ from ninlayers.app import benchmark, cli
 from ninlayers.app.benchmark import seed_model
 
 
-def test_seed_model_is_the_same_network_as_nin_default():
+def test_seed_model_is_the_same_network_as_the_seed_preset():
     seed = seed_model()
-    nin = NiN(precision="float32")
+    nin = NiN.from_preset("seed_fashion_mnist", precision="float32")
     assert seed.count_params() == nin.count_params() == 1_588_198
     seed.set_weights(nin.get_weights())
     x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")

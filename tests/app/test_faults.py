@@ -103,7 +103,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_epoch(
     assert not (out / "model.keras").exists()
     assert not (out / "metrics.json").exists()
     assert saved_epoch(out) == 1
-    restored = NiN(precision="float32")
+    restored = NiN(
+        precision="float32", use_batch_norm=False, head_final_activation=True
+    )
     restored.compile(optimizer=keras.optimizers.SGD(0.01))
     restored.optimizer.build(restored.trainable_variables)
     restored.load_weights(out / "backup" / "epoch-0001.keras")
