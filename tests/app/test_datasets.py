@@ -316,3 +316,19 @@ def test_a_gzip_bomb_is_refused_having_read_only_its_declared_size(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 4 << 20, f"peak {peak} bytes"
+
+
+def test_batch_norm_momentum_follows_the_run_length_unless_set():
+    from ninlayers.app import recipes
+
+    default = recipes.RECIPES["default"]
+    assert default.batch_norm_momentum is None
+    # The full run (10 epochs of 938 steps) keeps the measured 0.99; a short
+    # trial gets 0.9, whose statistics keep up with the weights.
+    assert recipes.batch_norm_momentum(default, 938) == 0.99
+    assert recipes.batch_norm_momentum(default, 8) == 0.9
+    assert (
+        recipes.batch_norm_momentum(default.replace(batch_norm_momentum=0.5), 8) == 0.5
+    )
+    with pytest.raises(ValueError, match="batch_norm_momentum"):
+        default.replace(batch_norm_momentum=1.5)

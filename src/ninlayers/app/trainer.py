@@ -34,7 +34,13 @@ from ninlayers.app.backup import BACKUP_DIR, RunBackup, all_replicas_sum
 from ninlayers.app.callbacks import StopOnNaN, Throughput
 from ninlayers.app.inference import predict_dataset, probabilities, scores
 from ninlayers.app.lock import OutputLock
-from ninlayers.app.recipes import RECIPES, Recipe, build_loss, build_optimizer
+from ninlayers.app.recipes import (
+    RECIPES,
+    Recipe,
+    batch_norm_momentum,
+    build_loss,
+    build_optimizer,
+)
 from ninlayers.errors import DatasetError, TrainingError
 from ninlayers.model import NiN
 
@@ -334,7 +340,7 @@ def build_model(
         input_shape=data.image_shape,
         architecture=architecture or recipe.architecture,
         use_batch_norm=recipe.use_batch_norm,
-        batch_norm_momentum=recipe.batch_norm_momentum,
+        batch_norm_momentum=batch_norm_momentum(recipe, data.steps_per_epoch),
         head_final_activation=recipe.head_final_activation,
         test_time_flip=recipe.test_time_flip,
         precision=recipe.precision,
