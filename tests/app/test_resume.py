@@ -299,3 +299,26 @@ def test_nan_guard_keeps_the_good_checkpoint(tmp_path):
     callback = RunBackup(tmp_path, {}, guard=type("Guard", (), {"bad": (2, 1, "")}))
     callback.on_epoch_end(1, {"loss": np.nan})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_starting_over_discards_damaged_checkpoints_before_writing_new_ones(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "run"
+    crashed_run(out, monkeypatch, epochs=3)
+    for name in ("epoch-0002.keras", "epoch-0003.keras"):
+        (out / "backup" / name).write_bytes(b"damaged")
+    seen = []
+    save = RunBackup._save
+
+    def save_and_look(self, epoch):
+        save(self, epoch)
+        seen.append(sorted(p.name for p in self.directory.glob("*.json")))
+
+    monkeypatch.setattr(RunBackup, "_save", save_and_look)
+    # Starting over, the damaged epochs 2 and 3 must not outrank (and prune)
+    # the new epoch 1.
+    with pytest.warns(UserWarning, match="damaged checkpoint"):
+        crashed_run(out, monkeypatch, epochs=3)
+    assert seen[0] == ["epoch-0001.json"]
+    assert seen[-1] == ["epoch-0002.json", "epoch-0003.json"]

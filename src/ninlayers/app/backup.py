@@ -163,6 +163,7 @@ class RunBackup(keras.callbacks.Callback):
         for state in states:
             try:
                 self._restore(state)
+                self._discard_after(state["epoch"])
                 return
             except (OSError, ValueError) as error:
                 warnings.warn(
@@ -175,6 +176,16 @@ class RunBackup(keras.callbacks.Callback):
                 f"No checkpoint in {self.directory} could be restored. Add "
                 f"{self.restart_hint} to delete it and start over."
             )
+        self._discard_after(0)  # starting over: none of them is this run's
+
+    def _discard_after(self, epoch: int) -> None:
+        """Removes the checkpoints of epochs after `epoch` (damaged ones, or
+        ones other workers lack), so that pruning never keeps them over the
+        checkpoints this run writes."""
+        for number, path in self._checkpoints():
+            if number > epoch:
+                path.unlink(missing_ok=True)
+                path.with_suffix(".keras").unlink(missing_ok=True)
 
     def _restore(self, state: dict[str, Any]) -> None:
         optimizer = self.model.optimizer
