@@ -269,7 +269,7 @@ def test_image_folder_training_data_honours_the_recipe_and_limits(tmp_path):
     # then the start of the test set); the test split is its own.
     n_test = int(30 * datasets.IMAGE_FOLDER_TEST_SPLIT)
     assert data.held_out_label == f"test (first {n_test} images)"
-    assert sum(len(y) for _, y in data.validation) == n_test
+    assert len(data.held_out[1]) == n_test
     assert data.n_train == 30 - n_test
     assert sum(len(y) for _, y in data.test) == n_test
     assert data.image_shape == (28, 28, 1)
@@ -281,7 +281,7 @@ def test_image_folder_training_data_honours_the_recipe_and_limits(tmp_path):
         test_limit=2,
     )
     assert limited.n_train == 9 and limited.held_out_label == "validation"
-    assert sum(len(y) for _, y in limited.validation) == 3
+    assert len(limited.held_out[1]) == 3
     assert sum(len(y) for _, y in limited.test) == 2
 
 

@@ -31,7 +31,7 @@ from ninlayers.app.artifacts import (
     write_json,
 )
 from ninlayers.app.backup import BACKUP_DIR, RunBackup, all_replicas_sum
-from ninlayers.app.callbacks import StopOnNaN, Throughput
+from ninlayers.app.callbacks import HeldOutScore, StopOnNaN, Throughput
 from ninlayers.app.inference import predict_dataset, probabilities, scores
 from ninlayers.app.lock import OutputLock
 from ninlayers.app.recipes import (
@@ -73,7 +73,7 @@ class TrainData:
     """The datasets of a run and what the model needs to know of them."""
 
     train: tf.data.Dataset
-    validation: tf.data.Dataset | None
+    held_out: tuple[np.ndarray, np.ndarray]
     test: tf.data.Dataset
     held_out_label: str
     class_names: list[str]
@@ -274,14 +274,12 @@ def load_data(
     x_train, y_train = x_train[:train_limit], y_train[:train_limit]
     x_test, y_test = x_test[:test_limit], y_test[:test_limit]
     resize = None if x_train.shape[1:3] == size else size
-    validation = None
-    held_out = f"test (first {min(MONITOR_IMAGES, len(x_test)):,} images)"
+    label = f"test (first {min(MONITOR_IMAGES, len(x_test)):,} images)"
+    held_out = (x_test[:MONITOR_IMAGES], y_test[:MONITOR_IMAGES])
     if recipe.validation_split:
-        held_out = "validation"
+        label = "validation"
         cut = int(len(x_train) * (1 - recipe.validation_split))
-        validation = data_lib.make_dataset(
-            x_train[cut:], y_train[cut:], EVAL_BATCH_SIZE, image_size=resize
-        )
+        held_out = (x_train[cut:], y_train[cut:])
         x_train, y_train = x_train[:cut], y_train[:cut]
     _check_sizes(len(x_train), len(x_test), recipe.validation_split)
     train_ds = data_lib.make_dataset(
@@ -299,23 +297,26 @@ def load_data(
     # iterator every epoch, and on some machines epochs that start with a
     # fresh iterator ran 1.8x slower from start to end (docs/performance.md).
     # The shuffle still reshuffles every pass.
-    if validation is None:  # the held-out curve: part of the test set
-        validation = data_lib.make_dataset(
-            x_test[:MONITOR_IMAGES],
-            y_test[:MONITOR_IMAGES],
-            EVAL_BATCH_SIZE,
-            image_size=resize,
-        )
     return TrainData(
         train=train_ds.repeat(),
-        validation=validation,
-        held_out_label=held_out,
+        held_out=(_as_model_input(held_out[0], resize), held_out[1]),
+        held_out_label=label,
         test=data_lib.make_dataset(x_test, y_test, EVAL_BATCH_SIZE, image_size=resize),
         class_names=class_names,
         image_shape=(*size, channels),
         n_train=len(x_train),
         steps_per_epoch=-(-len(x_train) // recipe.batch_size),
     )
+
+
+def _as_model_input(x: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """Images as a model takes them: a channel axis, and resized floats in
+    [0, 1] when `size` is given (uint8 images otherwise stay uint8)."""
+    x = x[..., None] if x.ndim == 3 else x
+    if size is None:
+        return x
+    x = x.astype("float32") / 255 if x.dtype == np.uint8 else x
+    return keras.ops.convert_to_numpy(keras.ops.image.resize(x, size))
 
 
 def _check_sizes(n_train: int, n_test: int, validation_split: float) -> None:
@@ -406,7 +407,10 @@ def fit(
         guard=nan_guard,
         restart_hint="--restart (restart=True)",
     )
-    callbacks = [nan_guard, backup, timer]
+    # In this order: the timer stops before the held-out scoring, whose
+    # scores join the logs before the backup records them.
+    held_out = HeldOutScore(*data.held_out, batch_size=EVAL_BATCH_SIZE)
+    callbacks = [nan_guard, timer, held_out, backup]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
     start = time.perf_counter()
@@ -414,7 +418,6 @@ def fit(
         data.train,
         epochs=recipe.epochs,
         steps_per_epoch=data.steps_per_epoch,
-        validation_data=data.validation,
         callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles
         verbose=verbose,
