@@ -8,8 +8,8 @@ them all.
 
 Example:
 
->>> sorted(list_presets())
-['fashion_mnist', 'seed_fashion_mnist', 'seed_imagenet']
+>>> "fashion_mnist" in list_presets()
+True
 >>> NiN.from_preset("seed_fashion_mnist").count_params()
 1588198
 """
