@@ -197,7 +197,8 @@ class SingleDevice:
 
 
 #: How long a worker may miss heartbeats before the others call it dead.
-#: TensorFlow's 10 s default misfired on busy 2-core machines.
+#: TensorFlow's default, 10 s, is short for a starved process on a busy
+#: 2-core machine.
 COORDINATION_HEARTBEAT_MS = 120_000
 #: How long workers wait for each other when they exit, so that none
 #: leaves while another still talks to it.
