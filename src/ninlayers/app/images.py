@@ -8,8 +8,10 @@ one `ImageFileError` naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,20 @@ def _open(path: Path) -> Any:
     return image
 
 
+@contextlib.contextmanager
+def _decoding(path: Path) -> Iterator[Any]:
+    """The opened image; any failure while opening or decoding it (Pillow's
+    plug-ins raise many types, and warn of bombs and damage, which count as
+    failures) becomes one `ImageFileError` naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with _open(path) as image:
+                yield image
+    except Exception as error:
+        raise _failure(path, error) from None
+
+
 def _failure(path: Path, error: BaseException) -> ImageFileError:
     reason = " ".join(str(error).split()) or type(error).__name__
     return ImageFileError(
@@ -58,14 +74,8 @@ def image_channels(path: str | os.PathLike) -> int:
     Raises:
         ImageFileError: if it is not an image that can be read.
     """
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            with _open(path) as image:
-                return 1 if image.mode in _GREY_MODES else 3
-    except Exception as error:  # Pillow's plug-ins raise many types
-        raise _failure(path, error) from None
+    with _decoding(Path(path)) as image:
+        return 1 if image.mode in _GREY_MODES else 3
 
 
 def read_image(
@@ -106,16 +116,11 @@ def read_image(
     path = Path(path)
     if not path.is_file():
         raise ImageFileError(f"Image file {path} does not exist.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # Pillow warns of bombs and damage
-            with _open(path) as image:
-                image = _eight_bit(image)
-                image = image.convert("L" if channels == 1 else "RGB")
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-                array = np.asarray(image, dtype="float32") / 255.0
-    except Exception as error:  # Pillow's plug-ins raise many types
-        raise _failure(path, error) from None
+    with _decoding(path) as image:
+        image = _eight_bit(image)
+        image = image.convert("L" if channels == 1 else "RGB")
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+        array = np.asarray(image, dtype="float32") / 255.0
     if channels == 1:
         array = array[..., None]
     return 1.0 - array if invert else array

@@ -321,8 +321,10 @@ def _as_model_input(x: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
 
 def _check_sizes(n_train: int, n_test: int, validation_split: float) -> None:
     if n_train < 1 or n_test < 1:
-        held_out = f" after holding out {validation_split:.0%} for validation" * bool(
-            validation_split
+        held_out = (
+            f" after holding out {validation_split:.0%} for validation"
+            if validation_split
+            else ""
         )
         raise DatasetError(
             f"Too few images: {n_train} to train on{held_out} and {n_test} to "
