@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ninlayers import NiN
-from ninlayers.app import benchmark, cli
+from ninlayers.app import benchmark, ceiling, cli
 from ninlayers.app.benchmark import seed_model
 
 
@@ -19,6 +19,19 @@ def test_seed_model_is_the_same_network_as_the_seed_preset():
     np.testing.assert_allclose(
         seed.predict(x, verbose=0), nin.predict(x, verbose=0), rtol=1e-5, atol=1e-6
     )
+
+
+def test_multiply_adds_count_every_convolution_by_hand():
+    def block(size, kernel, c_in, filters):  # kxk then two 1x1, at size x size
+        return size * size * (kernel * kernel * c_in * filters + 2 * filters**2)
+
+    stages = block(28, 3, 1, 96) + block(13, 3, 96, 256) + block(6, 3, 256, 384)
+    seed_head = block(2, 3, 384, 10)  # the seed pools to 2x2 before its head
+    assert ceiling.multiply_adds(seed_model()) == stages + seed_head
+    assert round((stages + seed_head) / 1e6, 1) == 117.3  # the seed's, measured
+    nin = NiN(architecture="fashion_mnist_6x6")  # its head works at 6x6
+    assert ceiling.multiply_adds(nin) == stages + block(6, 3, 384, 10)
+    assert ceiling.training_flop_per_image(nin) == 6 * ceiling.multiply_adds(nin)
 
 
 @pytest.mark.slow
@@ -48,6 +61,15 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys):
         ratio = result[f"{key}_ratio"]
         assert ratio["seed"] == 1.0
         assert ratio["ninlayers"] == pytest.approx(rates["ninlayers"] / rates["seed"])
+    top = result["ceiling"]["bfloat16"]
+    assert top == max(result["ceiling"]["gflops"]["bfloat16"].values()) > 0
+    for name in ("seed", "ninlayers"):
+        gflops = result["train_images_per_second"][name] * 0.704  # GFLOP/image
+        assert result["training_gflops"][name] == pytest.approx(gflops, rel=0.01)
+        assert result["fraction_of_bfloat16_ceiling"][name] == pytest.approx(
+            result["training_gflops"][name] / top
+        )
+    assert "of the bfloat16 ceiling" in printed
 
 
 def test_torch_peer_runs_each_epoch_in_its_own_process(monkeypatch, tmp_path):

@@ -180,6 +180,7 @@ def run_benchmark(
     with_torch: bool = True,
     print_fn: Callable[[str], None] | None = print,
     with_backends: bool = True,
+    with_ceiling: bool = True,
 ) -> dict[str, Any]:
     """Times training and inference of the seed and of ninlayers' defaults.
 
@@ -199,6 +200,10 @@ def run_benchmark(
         with_backends: bool. Add ninlayers' NiN (with its per-backend
             defaults) on every other installed Keras backend, each in its own
             process, as `ninlayers_<backend>`. Defaults to `True`.
+        with_ceiling: bool. Also measure the machine's float32 and bfloat16
+            ceilings (`ninlayers.app.ceiling`, TensorFlow) and report each
+            model's training GFLOP/s as a fraction of the bfloat16 one.
+            Defaults to `True`.
 
     Returns:
         dict: images/s per path for `train` and `predict` (medians), every
@@ -270,9 +275,32 @@ def run_benchmark(
     }
     if "torch_bf16_eager" in train:
         result["train_ratio_vs_torch"] = train["ninlayers"] / train["torch_bf16_eager"]
+    if with_ceiling:
+        result.update(_against_ceiling(models, train))
     if print_fn is not None:
         print_fn(format_result(result))
     return result
+
+
+def _against_ceiling(models: dict[str, keras.Model], train: dict) -> dict:
+    """The ceiling, and each in-process model's training GFLOP/s against it."""
+    from ninlayers.app.ceiling import measure_ceiling, training_flop_per_image
+
+    ceiling = measure_ceiling()
+    gflops = {
+        name: train[name] * training_flop_per_image(model) / 1e9
+        for name, model in models.items()
+    }
+    return {
+        "ceiling": ceiling,
+        "training_gflop_per_image": {
+            name: training_flop_per_image(model) / 1e9 for name, model in models.items()
+        },
+        "training_gflops": gflops,
+        "fraction_of_bfloat16_ceiling": {
+            name: value / ceiling["bfloat16"] for name, value in gflops.items()
+        },
+    }
 
 
 def format_result(result: dict[str, Any]) -> str:
@@ -298,4 +326,22 @@ def format_result(result: dict[str, Any]) -> str:
             f"ninlayers / torch bf16 eager, training: "
             f"{result['train_ratio_vs_torch']:.2f}x"
         )
+    if "ceiling" in result:
+        gflops = result["ceiling"]["gflops"]
+        lines.append(
+            "ceiling (GFLOP/s, median of "
+            f"{result['ceiling']['repeats']}): "
+            + ", ".join(
+                f"{op} {precision} {value:.0f}"
+                for precision, ops in gflops.items()
+                for op, value in ops.items()
+            )
+        )
+        for name, fraction in result["fraction_of_bfloat16_ceiling"].items():
+            lines.append(
+                f"{name} training: {result['training_gflops'][name]:.0f} GFLOP/s "
+                f"({result['training_gflop_per_image'][name]:.3f} GFLOP per image) "
+                f"= {fraction:.2f} of the bfloat16 ceiling "
+                f"({result['ceiling']['bfloat16']:.0f} GFLOP/s)"
+            )
     return "\n".join(lines)

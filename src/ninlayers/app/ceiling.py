@@ -1,0 +1,108 @@
+"""The machine's compute ceiling, and how much of it training uses.
+
+`measure_ceiling` times a 3x3 convolution shaped like NiN's second block and
+a 2048x2048 matmul, in float32 and bfloat16, with TensorFlow; `multiply_adds`
+counts a model's convolution multiply-adds per image. `ninlayers benchmark`
+multiplies its training images/s by `training_flop_per_image` and divides by
+the bfloat16 ceiling measured in the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import keras
+
+__all__ = [
+    "measure_ceiling",
+    "multiply_adds",
+    "multiply_adds_per_layer",
+    "training_flop_per_image",
+]
+
+#: The timed operations: name -> (kind, shapes). The convolution is NiN's
+#: second block's 3x3 at batch 64 (13x13x96 -> 256).
+OPERATIONS = {
+    "conv3x3": ("conv", (64, 13, 13, 96), (3, 3, 96, 256)),
+    "matmul2048": ("matmul", (2048, 2048), (2048, 2048)),
+}
+
+
+def multiply_adds_per_layer(model: keras.Model) -> dict[str, int]:
+    """Convolution multiply-adds per image of each top-level layer, by name.
+
+    Counts `Conv2D` layers, on their own or inside a layer (`NiNBlock`,
+    `NiNClassifierHead`); a block's convolutions work at its output's size
+    (its 1x1 convolutions keep the first one's), a head's at its input's
+    ("same" padding). Pooling, batch norm and activations are not counted.
+    """
+    counts = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        shape = layer.output.shape
+        if len(shape) != 4:
+            shape = layer.input.shape
+        total = 0
+        for conv in layer._flatten_layers(include_self=True):
+            if isinstance(conv, keras.layers.Conv2D):
+                k_h, k_w, c_in, c_out = conv.kernel.shape
+                total += shape[1] * shape[2] * k_h * k_w * c_in * c_out
+        counts[layer.name] = int(total)
+    return counts
+
+
+def multiply_adds(model: keras.Model) -> int:
+    """Convolution multiply-adds per image of a model (see
+    `multiply_adds_per_layer`)."""
+    return sum(multiply_adds_per_layer(model).values())
+
+
+def training_flop_per_image(model: keras.Model) -> float:
+    """FLOPs of one training image: 2 per multiply-add forward, and twice
+    the forward's backward (the gradients of the inputs and of the
+    weights)."""
+    return 6.0 * multiply_adds(model)
+
+
+def measure_ceiling(repeats: int = 20) -> dict[str, Any]:
+    """GFLOP/s of `OPERATIONS` in float32 and bfloat16 (medians of `repeats`).
+
+    Returns:
+        dict: `gflops[precision][operation]`, `every_repeat_seconds`, and
+        `bfloat16` / `float32`: the best operation's median (the ceiling).
+    """
+    import tensorflow as tf
+
+    gflops: dict[str, dict[str, float]] = {"float32": {}, "bfloat16": {}}
+    seconds: dict[str, list[float]] = {}
+    for precision in gflops:
+        for name, (kind, a_shape, b_shape) in OPERATIONS.items():
+            a = tf.random.uniform(a_shape, dtype=tf.float32)
+            b = tf.random.uniform(b_shape, dtype=tf.float32) / 30
+            a, b = tf.cast(a, precision), tf.cast(b, precision)
+            if kind == "conv":
+                op = tf.function(lambda a, b: tf.nn.conv2d(a, b, 1, "SAME"))
+                n, height, width, _ = a_shape
+                k_h, k_w, c_in, c_out = b_shape
+                flop = 2 * n * height * width * k_h * k_w * c_in * c_out
+            else:
+                op = tf.function(lambda a, b: tf.matmul(a, b))
+                flop = 2 * a_shape[0] * a_shape[1] * b_shape[1]
+            op(a, b).numpy()  # trace and warm up
+            key = f"{precision}/{name}"
+            seconds[key] = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                op(a, b).numpy()
+                seconds[key].append(time.perf_counter() - start)
+            gflops[precision][name] = flop / statistics.median(seconds[key]) / 1e9
+    return {
+        "gflops": gflops,
+        "bfloat16": max(gflops["bfloat16"].values()),
+        "float32": max(gflops["float32"].values()),
+        "repeats": repeats,
+        "every_repeat_seconds": seconds,
+    }
