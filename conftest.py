@@ -4,7 +4,8 @@
   only the active backend's is collected (ninlayers imports only that one).
 - The library's doctests carry the `backends` marker, as the test modules
   that run on every Keras backend do (the README's backend matrix runs
-  `-m backends` under JAX and PyTorch).
+  `-m backends` under JAX and PyTorch), except those that convert through
+  TensorFlow (`TENSORFLOW_DOCTESTS`).
 """
 
 import os
@@ -22,10 +23,18 @@ collect_ignore = [
 ]
 
 
+#: Doctests that export through TensorFlow's converters (TensorFlow only).
+TENSORFLOW_DOCTESTS = (
+    "ninlayers.export.",
+    "ninlayers.exported.",
+    "ninlayers.model.NiN.export",
+)
+
+
 def pytest_collection_modifyitems(items):
     library = Path(__file__).parent / "src" / "ninlayers"
     for item in items:
         if isinstance(item, pytest.DoctestItem):
             path = Path(str(item.path))
-            if path.parent == library:
+            if path.parent == library and not item.name.startswith(TENSORFLOW_DOCTESTS):
                 item.add_marker(pytest.mark.backends)

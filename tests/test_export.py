@@ -1,4 +1,5 @@
-"""SavedModel and TFLite export, and summaries before any data."""
+"""SavedModel and TFLite export (the 0.2.0 helpers), and summaries before
+any data. tests/test_deploy.py covers every format and runtime."""
 
 import keras
 import numpy as np
@@ -83,12 +84,14 @@ def test_tflite_predictions_match_a_trained_nin(tmp_path):
     model.fit(x, np.arange(64) % 4, epochs=2, verbose=0)
     reference = export.float32_copy(model).predict(x[:5], verbose=0)
     path = export.to_tflite(model, tmp_path / "nin.tflite")
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    interpreter.resize_tensor_input(
-        interpreter.get_input_details()[0]["index"], (5, 16, 16, 1)
-    )
+    # LiteRT's interpreter: TensorFlow's tf.lite.Interpreter is deprecated.
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, (5, 16, 16, 1))
     interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[:5])
+    interpreter.set_tensor(index, x[:5])
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, reference, atol=1e-5)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import ninlayers
-from helpers import SMALL
+from helpers import SMALL, synthetic
 from ninlayers import NiN, presets
 from ninlayers.errors import ModelFileError
 
@@ -80,17 +80,6 @@ def test_a_file_or_a_run_directory_loads_as_saved(tmp_path):
 def test_named_presets_take_overrides():
     model = NiN.from_preset("seed_fashion_mnist", num_classes=5)
     assert model.output_shape == (None, 5)
-
-
-def synthetic(n, seed):
-    """2 classes: a bright 6x6 square somewhere on noise, or noise alone."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 0.5, (n, 16, 16, 1)).astype("float32")
-    y = rng.integers(0, 2, n)
-    for i in np.flatnonzero(y):
-        r, c = rng.integers(0, 11, 2)
-        x[i, r : r + 6, c : c + 6] = 1.0
-    return x, y
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "DatasetError",
     "ImageFileError",
+    "MissingDependencyError",
     "ModelFileError",
     "NinLayersError",
     "TrainingError",
@@ -34,3 +35,8 @@ class ImageFileError(NinLayersError):
 
 class TrainingError(NinLayersError):
     """Training could not go on (for example, the loss became NaN)."""
+
+
+class MissingDependencyError(NinLayersError, ImportError):
+    """An optional package a feature needs is not installed; the message
+    names the pip extra that installs it."""

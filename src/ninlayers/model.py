@@ -576,6 +576,41 @@ class NiN(keras.Model):
         """`keras.Model.fit`, taking images as `predict` does."""
         return super().fit(self._numpy_images(x), *args, **kwargs)
 
+    # --- Export ---
+
+    def export(
+        self,
+        filepath: str | os.PathLike,
+        format: str = "tf_saved_model",
+        verbose: bool | None = None,
+        input_signature: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`keras.Model.export`, from the model's float32 copy.
+
+        Whatever the dtype policy (`precision="auto"` picks `mixed_bfloat16`
+        on CPUs with bfloat16), the exported graph computes in float32 with
+        the same weights, so every format and runtime can load it:
+        `"tf_saved_model"`, `"onnx"`, `"litert"` (builtin operators only).
+        `ninlayers.export.export` adds int8 and ninlayers' metadata.
+
+        Example:
+
+        >>> import tempfile
+        >>> NiN().export(f"{tempfile.mkdtemp()}/nin.tflite", format="litert",
+        ...              verbose=False)
+        """
+        from ninlayers import export
+
+        return keras.Model.export(
+            export.float32_copy(self),
+            filepath,
+            format=format,
+            verbose=verbose,
+            input_signature=input_signature,
+            **kwargs,
+        )
+
 
 # Base-model arguments NiN passes on to `keras.Model` (from_config adds them).
 _MODEL_KWARGS = ("dtype", "trainable")

@@ -4,7 +4,8 @@
     ninlayers evaluate MODEL
     ninlayers predict MODEL IMAGE...
     ninlayers cam MODEL IMAGE... -o out.png
-    ninlayers benchmark [--images N] [--repeats N]
+    ninlayers export MODEL OUT [--format saved_model|tflite|onnx] [--int8]
+    ninlayers benchmark [--images N] [--repeats N] [--deployment]
 
 `ninlayers --backend {tensorflow,jax,torch} COMMAND ...` runs the command on
 that Keras backend (in a new process when Keras already runs on another).
@@ -25,6 +26,7 @@ from typing import Any
 
 from ninlayers import _checks
 from ninlayers.app.recipes import RECIPES
+from ninlayers.export import FORMATS, IO_TYPES
 from ninlayers.model import ARCHITECTURES
 from ninlayers.runtime import PRECISIONS, STRATEGIES
 
@@ -173,8 +175,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 def _add_inference(commands: argparse._SubParsersAction) -> None:
     """The arguments of `evaluate`, `predict`, `cam` and `benchmark`."""
     model_help = (
-        "a .keras file, a `ninlayers train` output directory, or a preset "
-        "name such as fashion_mnist (pretrained, in the package)"
+        "a .keras file, a `ninlayers train` output directory, a preset "
+        "name such as fashion_mnist (pretrained, in the package), or an "
+        "exported .tflite/.onnx file or SavedModel directory"
     )
     evaluate = commands.add_parser("evaluate", help="test accuracy of a model")
     evaluate.add_argument("model", help=model_help)
@@ -196,6 +199,7 @@ def _add_inference(commands: argparse._SubParsersAction) -> None:
     cam.add_argument("--output", "-o", default="cam.png")
     cam.add_argument("--invert", action="store_true")
 
+    _add_export(commands)
     bench = commands.add_parser(
         "benchmark", help="time the seed's Keras NiN against ninlayers' defaults"
     )
@@ -210,7 +214,73 @@ def _add_inference(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave out ninlayers on the other installed Keras backends",
     )
+    bench.add_argument(
+        "--deployment",
+        action="store_true",
+        help="time the exported formats (LiteRT, ONNX, SavedModel; float32 "
+        "and int8) against the seed's Keras predict instead",
+    )
+    bench.add_argument(
+        "--deployment-images",
+        type=_positive_int,
+        help="with --deployment: the first N test images (default: all)",
+    )
+    bench.add_argument(
+        "--model",
+        default="fashion_mnist",
+        help="with --deployment: the model to export (default: %(default)s)",
+    )
     bench.add_argument("--json", help="also write the figures to this file")
+
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    """The `export` command's arguments."""
+    export = commands.add_parser(
+        "export", help="write a model as SavedModel, TFLite or ONNX (float or int8)"
+    )
+    export.add_argument(
+        "model", help="a .keras file, a `ninlayers train` output directory or a preset"
+    )
+    export.add_argument(
+        "output", help="the file to write (.tflite, .onnx; else a SavedModel folder)"
+    )
+    export.add_argument(
+        "--format", choices=FORMATS, help="default: from the output's suffix"
+    )
+    export.add_argument(
+        "--int8",
+        action="store_true",
+        help="full-integer quantization, calibrated on training images",
+    )
+    export.add_argument(
+        "--input-type",
+        choices=IO_TYPES,
+        default="float32",
+        help="an int8 .tflite file's input type; uint8 takes pixels 0-255 "
+        "(default: %(default)s)",
+    )
+    export.add_argument("--output-type", choices=IO_TYPES, default="float32")
+    export.add_argument(
+        "--calibration-images",
+        type=_positive_int,
+        default=500,
+        help="training images for --int8 (default: %(default)s)",
+    )
+    export.add_argument("--data-dir")
+    export.add_argument(
+        "--image-folder", help="calibrate on these images instead of Fashion-MNIST"
+    )
+    flip = export.add_mutually_exclusive_group()
+    flip.add_argument(
+        "--test-time-flip",
+        dest="test_time_flip",
+        action="store_const",
+        const=True,
+        help="average each image with its mirror image (twice the cost)",
+    )
+    flip.add_argument(
+        "--no-test-time-flip", dest="test_time_flip", action="store_const", const=False
+    )
 
 
 def _architecture(text: str | None):
@@ -225,61 +295,108 @@ def _architecture(text: str | None):
     return text
 
 
-def _run(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace) -> None:
     from ninlayers import app
 
-    if args.command == "train":
-        metrics = app.train(
-            recipe=args.recipe,
-            output_dir=args.output,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            architecture=_architecture(args.architecture),
-            input_size=args.input_size,
-            precision=args.precision,
-            seed=args.seed,
-            deterministic=args.deterministic,
-            strategy=args.strategy,
-            data_dir=args.data_dir,
-            image_folder=args.image_folder,
-            train_limit=args.train_limit,
-            test_limit=args.test_limit,
-            tensorboard=args.tensorboard,
-            verbose=_progress(args.verbose),
-            restart=args.restart,
+    metrics = app.train(
+        recipe=args.recipe,
+        output_dir=args.output,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        architecture=_architecture(args.architecture),
+        input_size=args.input_size,
+        precision=args.precision,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        strategy=args.strategy,
+        data_dir=args.data_dir,
+        image_folder=args.image_folder,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        tensorboard=args.tensorboard,
+        verbose=_progress(args.verbose),
+        restart=args.restart,
+    )
+    if not metrics["chief"]:
+        print(f"worker finished; weights sha256 {metrics['weights_sha256']}")
+        return
+    test = metrics["test"]
+    print(
+        f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
+        f"on {test['examples']} images; fit {metrics['fit_seconds']:.0f} s; "
+        f"artifacts in {args.output}; weights sha256 {metrics['weights_sha256']}"
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from ninlayers import app
+
+    scores = app.evaluate(
+        args.model,
+        data_dir=args.data_dir,
+        image_folder=args.image_folder,
+        limit=args.limit,
+    )
+    print(json.dumps(scores))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from ninlayers import app
+
+    for result in app.predict(
+        args.model, args.images, top=args.top, invert=args.invert
+    ):
+        ranked = ", ".join(f"{safe_text(c)} {p:.3f}" for c, p in result["top"])
+        name, label = safe_text(result["image"]), safe_text(result["class"])
+        print(f"{name}: {label} ({ranked})")
+
+
+def _cam(args: argparse.Namespace) -> None:
+    from ninlayers import app
+
+    path = app.explain_images(args.model, args.images, args.output, invert=args.invert)
+    print(f"wrote {safe_text(path)}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from ninlayers.app.deploy import export_model
+
+    written = export_model(
+        args.model,
+        args.output,
+        format=args.format,
+        int8=args.int8,
+        input_type=args.input_type,
+        output_type=args.output_type,
+        calibration_images=args.calibration_images,
+        data_dir=args.data_dir,
+        image_folder=args.image_folder,
+        test_time_flip=args.test_time_flip,
+    )
+    kind = "int8" if written["int8"] else "float32"
+    print(
+        f"wrote {safe_text(written['path'])} ({written['format']}, {kind}, "
+        f"{written['bytes'] / 1e6:.1f} MB); check it with: ninlayers evaluate "
+        f"{safe_text(written['path'])}"
+    )
+
+
+def _benchmark(args: argparse.Namespace) -> None:
+    from ninlayers.app.artifacts import write_json
+
+    if args.deployment:
+        import logging
+
+        from ninlayers.app.deploy_benchmark import run_deployment_benchmark
+
+        # Keras's predict retraces for each batch size; the notes are noise here.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+        result = run_deployment_benchmark(
+            model=args.model, repeats=args.repeats, images=args.deployment_images
         )
-        if not metrics["chief"]:
-            print(f"worker finished; weights sha256 {metrics['weights_sha256']}")
-            return 0
-        test = metrics["test"]
-        print(
-            f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
-            f"on {test['examples']} images; fit {metrics['fit_seconds']:.0f} s; "
-            f"artifacts in {args.output}; weights sha256 {metrics['weights_sha256']}"
-        )
-    elif args.command == "evaluate":
-        scores = app.evaluate(
-            args.model,
-            data_dir=args.data_dir,
-            image_folder=args.image_folder,
-            limit=args.limit,
-        )
-        print(json.dumps(scores))
-    elif args.command == "predict":
-        for result in app.predict(
-            args.model, args.images, top=args.top, invert=args.invert
-        ):
-            ranked = ", ".join(f"{safe_text(c)} {p:.3f}" for c, p in result["top"])
-            name, label = safe_text(result["image"]), safe_text(result["class"])
-            print(f"{name}: {label} ({ranked})")
-    elif args.command == "cam":
-        path = app.explain_images(
-            args.model, args.images, args.output, invert=args.invert
-        )
-        print(f"wrote {safe_text(path)}")
-    elif args.command == "benchmark":
-        from ninlayers.app.artifacts import write_json
+    else:
         from ninlayers.app.benchmark import run_benchmark
 
         result = run_benchmark(
@@ -289,8 +406,22 @@ def _run(args: argparse.Namespace) -> int:
             with_torch=not args.no_torch,
             with_backends=not args.no_backends,
         )
-        if args.json:
-            write_json(args.json, result)
+    if args.json:
+        write_json(args.json, result)
+
+
+_COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "predict": _predict,
+    "cam": _cam,
+    "export": _export,
+    "benchmark": _benchmark,
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    _COMMANDS[args.command](args)
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from ninlayers import _checks, explain, presets
+from ninlayers import _checks, explain, exported, presets
 from ninlayers.app import data, plots
 from ninlayers.app.images import read_image
 
@@ -38,9 +38,19 @@ __all__ = [
 DEFAULT_IMAGE_SIZE = data.FASHION_MNIST_SHAPE[:2]
 
 
-def _as_model(model: keras.Model | str | os.PathLike) -> keras.Model:
-    """A model, a preset name, a `.keras` file or a run's directory."""
-    return model if isinstance(model, keras.Model) else presets.from_preset(model)
+#: What the inference functions take: a Keras model, an exported one, or the
+#: path or name of either.
+AnyModel = keras.Model | exported.ExportedModel | str | os.PathLike
+
+
+def _as_model(model: AnyModel) -> keras.Model | exported.ExportedModel:
+    """A model, a preset name, a `.keras` file, a run's directory, or an
+    exported file (`.tflite`, `.onnx`, SavedModel directory)."""
+    if isinstance(model, (keras.Model, exported.ExportedModel)):
+        return model
+    if exported.is_exported(model):
+        return exported.ExportedModel(model)
+    return presets.from_preset(model)
 
 
 def probabilities(model: keras.Model, outputs: Any) -> np.ndarray:
@@ -50,10 +60,13 @@ def probabilities(model: keras.Model, outputs: Any) -> np.ndarray:
     gets a softmax; other models' outputs are taken as probabilities.
     """
     outputs = np.asarray(keras.ops.convert_to_numpy(outputs), dtype="float64")
-    try:
-        logits = explain.find_head(model).output_activation is None
-    except ValueError:  # no NiN head: a model of the user's own
-        logits = False
+    if isinstance(model, exported.ExportedModel):
+        logits = model.logits
+    else:
+        try:
+            logits = explain.find_head(model).output_activation is None
+        except ValueError:  # no NiN head: a model of the user's own
+            logits = False
     if not logits:
         return outputs
     shifted = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
@@ -126,7 +139,7 @@ def _check_fits(
 
 
 def predict(
-    model: keras.Model | str | os.PathLike,
+    model: AnyModel,
     image_paths: Sequence[str | os.PathLike],
     top: int = 3,
     invert: bool = False,
@@ -135,7 +148,8 @@ def predict(
 
     Args:
         model: keras.Model, a preset name (`ninlayers.list_presets()`),
-            a `.keras` file or a directory holding `model.keras`.
+            a `.keras` file, a directory holding `model.keras`, or an
+            exported file (`ninlayers.exported.ExportedModel`).
         image_paths: list of image files, any size.
         top: int. How many classes to report per image. Defaults to `3`.
         invert: bool. See `load_images`. Defaults to `False`.
@@ -164,7 +178,7 @@ def predict(
 
 
 def explain_images(
-    model: keras.Model | str | os.PathLike,
+    model: AnyModel,
     image_paths: Sequence[str | os.PathLike],
     output: str | os.PathLike,
     invert: bool = False,
@@ -185,6 +199,12 @@ def explain_images(
     if Path(output).is_dir() or str(output).endswith(("/", os.sep)):
         output = Path(output) / "cam.png"
     model = _as_model(model)
+    if isinstance(model, exported.ExportedModel):
+        raise ValueError(
+            f"Class activation maps need the Keras model: {model.path} holds "
+            "only the class scores. Pass the .keras file, run directory or "
+            "preset it was exported from."
+        )
     height, width, channels = input_size(model)
     images = load_images(image_paths, (height, width), channels, invert)
     maps, outputs = explain.class_activation_maps(model, images)
@@ -219,7 +239,7 @@ def predict_dataset(
 
 
 def evaluate(
-    model: keras.Model | str | os.PathLike,
+    model: AnyModel,
     data_dir: str | os.PathLike | None = None,
     image_folder: str | os.PathLike | None = None,
     limit: int | None = None,
@@ -229,7 +249,8 @@ def evaluate(
 
     Args:
         model: keras.Model, a preset name (`ninlayers.list_presets()`),
-            a `.keras` file or a directory holding `model.keras`.
+            a `.keras` file, a directory holding `model.keras`, or an
+            exported file (`.tflite`, `.onnx`, SavedModel directory).
         data_dir: str, path or `None`. Fashion-MNIST's directory (see
             `ninlayers.app.data.find_fashion_mnist`).
         image_folder: str, path or `None`. Evaluate on all images of this
