@@ -129,6 +129,16 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         ),
         "input_shape": (28, 28, 1),
     },
+    # Half the widths (48-128-192), about a quarter of the multiply-adds:
+    # the "quick" recipe's network (docs/recipes.md).
+    "fashion_mnist_narrow": {
+        "blocks": (
+            BlockSpec(48, 3),
+            BlockSpec(128, 3),
+            BlockSpec(192, 3, pool_size=None),
+        ),
+        "input_shape": (28, 28, 1),
+    },
 }
 
 #: The input shape of a NiN built from a list of block specs without one.

@@ -66,6 +66,11 @@ def test_train_writes_every_artifact(trained):
     assert metrics["parameters"] > 1_500_000
     assert metrics["test"]["examples"] == 300
     assert len(metrics["history"]["loss"]) == 2
+    # Wall-clock time since the run's start at each epoch's end (held-out
+    # scoring included): the last one covers the whole fit.
+    elapsed = metrics["history"]["elapsed_seconds"]
+    assert 0 < elapsed[0] < elapsed[1] <= metrics["wall_seconds"]
+    assert elapsed[1] >= metrics["fit_seconds"] - 1.0
     assert metrics["train_images_per_second"] > 0
     assert metrics["versions"]["keras"].startswith("3.")
     assert metrics["recipe"]["name"] == "default"

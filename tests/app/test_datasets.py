@@ -332,3 +332,33 @@ def test_batch_norm_momentum_follows_the_run_length_unless_set():
     )
     with pytest.raises(ValueError, match="batch_norm_momentum"):
         default.replace(batch_norm_momentum=1.5)
+
+
+def test_the_quick_recipe_is_the_default_training_on_the_narrow_network(tmp_path):
+    from ninlayers import app
+    from ninlayers.app import recipes
+    from ninlayers.app.ceiling import multiply_adds
+    from ninlayers.model import NiN
+
+    quick, default = recipes.RECIPES["quick"], recipes.RECIPES["default"]
+    same = ("optimizer", "schedule", "learning_rate", "label_smoothing", "batch_size")
+    assert all(getattr(quick, k) == getattr(default, k) for k in same)
+    assert (quick.epochs, quick.erasing, quick.architecture) == (
+        3,
+        0.0,
+        "fashion_mnist_narrow",
+    )
+    narrow = multiply_adds(NiN(architecture="fashion_mnist_narrow"))
+    assert narrow < 0.3 * multiply_adds(NiN(architecture="fashion_mnist_6x6"))
+    metrics = app.train(
+        recipe="quick",
+        output_dir=tmp_path,
+        epochs=1,
+        train_limit=256,
+        test_limit=64,
+        verbose=0,
+    )
+    assert metrics["recipe"]["name"] == "quick"
+    assert (
+        metrics["parameters"] == NiN(architecture="fashion_mnist_narrow").count_params()
+    )

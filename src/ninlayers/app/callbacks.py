@@ -8,7 +8,7 @@ import time
 import keras
 import numpy as np
 
-__all__ = ["HeldOutScore", "StopOnNaN", "Throughput"]
+__all__ = ["Elapsed", "HeldOutScore", "StopOnNaN", "Throughput"]
 
 
 class Throughput(keras.callbacks.Callback):
@@ -30,6 +30,27 @@ class Throughput(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start - self._validation)
+
+
+class Elapsed(keras.callbacks.Callback):
+    """Adds `elapsed_seconds` to each epoch's logs: wall-clock seconds since
+    `start` (a `time.perf_counter()` value), for time-to-accuracy curves.
+
+    Args:
+        start: float. When the run started; `None` for the start of `fit`.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        super().__init__()
+        self.start = start
+
+    def on_train_begin(self, logs=None):
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["elapsed_seconds"] = time.perf_counter() - self.start
 
 
 class StopOnNaN(keras.callbacks.Callback):

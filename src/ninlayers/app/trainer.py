@@ -31,7 +31,7 @@ from ninlayers.app.artifacts import (
     write_json,
 )
 from ninlayers.app.backup import BACKUP_DIR, RunBackup, all_replicas_sum
-from ninlayers.app.callbacks import HeldOutScore, StopOnNaN, Throughput
+from ninlayers.app.callbacks import Elapsed, HeldOutScore, StopOnNaN, Throughput
 from ninlayers.app.inference import predict_dataset, probabilities, scores
 from ninlayers.app.lock import OutputLock
 from ninlayers.app.recipes import (
@@ -187,7 +187,7 @@ def train(
         with distribution.scope():
             model = build_model(recipe, data, architecture)
         run = fingerprint(recipe, data, architecture, seed, image_folder)
-        result = fit(model, data, recipe, output, run, tensorboard, verbose)
+        result = fit(model, data, recipe, output, run, tensorboard, verbose, wall_start)
         if not runtime.is_chief():
             return _finish_worker(model, output, result, distribution)
         metrics = {"recipe": {**recipe.__dict__}}
@@ -386,6 +386,7 @@ def fit(
     run: dict[str, Any] | None = None,
     tensorboard: bool = False,
     verbose: int | str = "auto",
+    start: float | None = None,
 ) -> FitResult:
     """Fits with a crash-safe backup in `output/backup`, resuming from it.
 
@@ -397,6 +398,9 @@ def fit(
         run: dict or `None`. The run's `fingerprint` (`None`: the recipe's).
         tensorboard: bool. Write TensorBoard logs to `output/logs`.
         verbose: int or `"auto"`. Keras's progress display.
+        start: float or `None`. The run's start (`time.perf_counter()`):
+            each epoch's `elapsed_seconds` in the history counts from it
+            (`None`: from the start of `fit`).
 
     Raises:
         TrainingError: if the loss or the gradient norm became non-finite,
@@ -410,9 +414,10 @@ def fit(
         restart_hint="--restart (restart=True)",
     )
     # In this order: the timer stops before the held-out scoring, whose
-    # scores join the logs before the backup records them.
+    # scores (and the time elapsed with them) join the logs before the
+    # backup records them.
     held_out = HeldOutScore(*data.held_out, batch_size=EVAL_BATCH_SIZE)
-    callbacks = [nan_guard, timer, held_out, backup]
+    callbacks = [nan_guard, timer, held_out, Elapsed(start), backup]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
     start = time.perf_counter()
