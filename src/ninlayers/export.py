@@ -407,9 +407,11 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike) -> Path:
     """Exports a model as a TensorFlow SavedModel for serving.
 
     The SavedModel has a `serve` endpoint (and the `serving_default`
-    signature) taking float32 images and returning the model's outputs,
-    computed in the model's own dtype policy. `export(model, path,
-    "saved_model")` writes the float32 graph with ninlayers' metadata.
+    signature) taking float32 images and returning the model's outputs:
+    through `model.export`, so a `NiN` computes in float32 (`NiN.export`)
+    and other models in their own dtype policy. `export(model, path,
+    "saved_model")` writes the float32 graph of any model, with ninlayers'
+    metadata.
 
     Args:
         model: keras.Model.
