@@ -115,6 +115,12 @@ class ExportedModel:
         if self.input_range is not None:
             pixels.check_float_range(x, self.input_range)
             x = pixels.to_input_range(x, self.input_range)
+        elif x.dtype.kind in "iu":
+            raise ValueError(
+                f"{self.path} does not say which input range its pixels map "
+                "onto (it has no ninlayers metadata): pass float images as its "
+                f"model takes them. Received: images of dtype {x.dtype}"
+            )
         x = np.asarray(x, "float32")
         if not len(x):
             return np.zeros((0, self.output_shape[1]), "float32")
