@@ -1,6 +1,8 @@
 """The benchmark's seed model is the seed network, and the run reports ratios."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +34,25 @@ def test_multiply_adds_count_every_convolution_by_hand():
     nin = NiN(architecture="fashion_mnist_6x6")  # its head works at 6x6
     assert ceiling.multiply_adds(nin) == stages + block(6, 3, 384, 10)
     assert ceiling.training_flop_per_image(nin) == 6 * ceiling.multiply_adds(nin)
+
+
+def test_step_profile_counts_every_trunk_convolution_of_the_default_model():
+    # benchmarks/train_step_profile.py times NiN()'s convolution shapes one
+    # by one; its bound must add up to the model's own multiply-adds.
+    path = Path(__file__).parents[2] / "benchmarks" / "train_step_profile.py"
+    spec = importlib.util.spec_from_file_location("train_step_profile", path)
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
+    per_layer = ceiling.multiply_adds_per_layer(NiN())
+    trunk = sum(per_layer[f"block{i}"] for i in (1, 2, 3))
+    rates = {
+        f"{name}, {op}": 250.0
+        for name in profile.SHAPES
+        for op in ("forward", "backward, input", "backward, filter")
+    }
+    ms, gflop = profile.convolution_bound(rates)
+    assert gflop == pytest.approx(6 * 64 * trunk / 1e9)
+    assert ms == pytest.approx(gflop / 250.0 * 1000)
 
 
 @pytest.mark.slow
