@@ -51,6 +51,7 @@ def test_keras_model_export_runs_in_each_runtime(trained, tmp_path, format, name
     model.export(tmp_path / name, format=format, verbose=False)
     served = ExportedModel(tmp_path / name)
     np.testing.assert_allclose(served.predict(x_test), reference, atol=1e-4)
+    assert served.int8 is False  # no metadata: read from the file itself
     # Keras's files carry no input range: raw pixels would be read as
     # 0-255 floats, so they are refused rather than answered wrongly.
     with pytest.raises(ValueError, match="input range"):

@@ -11,6 +11,7 @@ scores.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -89,7 +90,8 @@ class ExportedModel:
         input_range = self.metadata.get("input_range")
         self.input_range = None if input_range is None else tuple(input_range)
         self.logits = bool(self.metadata.get("logits", False))
-        self.int8 = bool(self.metadata.get("int8", self._runner.quantized))
+        int8 = self.metadata.get("int8")
+        self.int8 = bool(self._runner.quantized if int8 is None else int8)
         self.input_shape = (None, *self._runner.input_shape[1:])
         self.output_shape = (None, self._runner.num_classes)
         self.name = self.path.name
@@ -220,9 +222,14 @@ class _Onnx:
         shape = self.input.shape
         self.input_shape = tuple(d if isinstance(d, int) else None for d in shape)
         self.num_classes = int(self.session.get_outputs()[0].shape[-1])
-        self.quantized = any(
-            node.op_type == "QuantizeLinear" for node in _onnx_nodes(path)
-        )
+        self._path = path
+
+    @functools.cached_property
+    def quantized(self) -> bool:
+        # Read from the graph only for files without ninlayers' metadata
+        # (it says "int8"): loading the graph again costs as much as the
+        # session.
+        return any(node.op_type == "QuantizeLinear" for node in _onnx_nodes(self._path))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         (y,) = self.session.run(None, {self.input.name: x})[:1]
