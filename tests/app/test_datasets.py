@@ -359,6 +359,7 @@ def test_the_quick_recipe_is_the_default_training_on_the_narrow_network(tmp_path
         verbose=0,
     )
     assert metrics["recipe"]["name"] == "quick"
+    assert metrics["architecture"] == "fashion_mnist_narrow"
     assert (
         metrics["parameters"] == NiN(architecture="fashion_mnist_narrow").count_params()
     )

@@ -165,6 +165,9 @@ def test_a_backup_of_another_run_is_refused_until_restart(tmp_path, monkeypatch)
     metrics = train(out)
     assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_this_run"] == 0
     assert len(metrics["history"]["loss"]) == 2
+    # The network trained, not the recipe's ("fashion_mnist").
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["architecture"] == TINY != saved["recipe"]["architecture"]
 
 
 def test_restart_deletes_the_backup_and_starts_over(tmp_path, monkeypatch):

@@ -190,7 +190,11 @@ def train(
         result = fit(model, data, recipe, output, run, tensorboard, verbose, wall_start)
         if not runtime.is_chief():
             return _finish_worker(model, output, result, distribution)
-        metrics = {"recipe": {**recipe.__dict__}}
+        # The network trained: the recipe's, or the `architecture` override.
+        metrics = {
+            "recipe": {**recipe.__dict__},
+            "architecture": architecture or recipe.architecture,
+        }
         metrics.update(write_artifacts(model, data, result, output))
         metrics.update(
             wall_seconds=time.perf_counter() - wall_start,
