@@ -99,6 +99,51 @@ print(json.dumps(out))
 """
 
 
+#: Formats Keras's `Model.export` must write on each backend (the others
+#: may instead raise one line naming what is missing).
+EXPORTS = {"jax": {"tf_saved_model"}, "torch": {"onnx"}}
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_nin_export_on_other_backends_works_or_says_why(backend, tmp_path):
+    # TensorFlow's three formats are tested in tests/test_deploy.py.
+    out = run_on(
+        backend,
+        f"""
+        import json
+        import numpy as np
+        from ninlayers import NiN, export
+        from ninlayers.exported import ExportedModel
+
+        model = NiN(input_shape=(16, 16, 1), architecture=[[8, 3]], num_classes=3)
+        x = np.random.default_rng(0).uniform(size=(4, 16, 16, 1)).astype("float32")
+        reference = np.asarray(export.float32_copy(model).predict(x, verbose=0))
+        outcomes = {{}}
+        for format, name in [
+            ("tf_saved_model", "saved"), ("onnx", "m.onnx"), ("litert", "m.tflite")
+        ]:
+            path = r"{tmp_path}/" + name
+            try:
+                model.export(path, format=format, verbose=False)
+            except (ImportError, ValueError) as error:
+                outcomes[format] = ["refused", str(error)]
+                continue
+            got = ExportedModel(path).predict(x)
+            outcomes[format] = ["exported", float(np.abs(got - reference).max())]
+        print(json.dumps(outcomes))
+        """,
+    )
+    outcomes = json.loads(out.strip().splitlines()[-1])
+    assert set(outcomes) == {"tf_saved_model", "onnx", "litert"}
+    for format, (outcome, detail) in outcomes.items():
+        if format in EXPORTS[backend]:
+            assert outcome == "exported", (format, detail)
+        if outcome == "exported":
+            assert detail < 1e-4, format
+        else:
+            assert "\n" not in detail and len(detail) < 400, detail
+
+
 @pytest.mark.slow
 def test_keras_files_cross_backends_with_equal_predictions(tmp_path):
     for backend in BACKENDS:

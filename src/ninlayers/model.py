@@ -604,6 +604,15 @@ class NiN(keras.Model):
         `"tf_saved_model"`, `"onnx"`, `"litert"` (builtin operators only).
         `ninlayers.export.export` adds int8 and ninlayers' metadata.
 
+        On JAX, Keras exports `"tf_saved_model"` (and `"onnx"` with
+        `jax2onnx` installed); on PyTorch, `"onnx"` (and `"litert"` with
+        `litert-torch`). A format the backend cannot export raises one line
+        saying so.
+
+        Raises:
+            ValueError: if Keras cannot export this format on this backend.
+            ImportError: if the format needs a package that is missing.
+
         Example:
 
         >>> import tempfile
@@ -612,14 +621,34 @@ class NiN(keras.Model):
         """
         from ninlayers import export
 
-        return keras.Model.export(
-            export.float32_copy(self),
-            filepath,
-            format=format,
-            verbose=verbose,
-            input_signature=input_signature,
-            **kwargs,
-        )
+        try:
+            return keras.Model.export(
+                export.float32_copy(self),
+                filepath,
+                format=format,
+                verbose=verbose,
+                input_signature=input_signature,
+                **kwargs,
+            )
+        except Exception as error:
+            if not _torch_saved_model_failure(format, error):
+                raise
+            raise ValueError(
+                "Keras cannot export a SavedModel from the PyTorch backend "
+                "(torch.export rejects the input shapes Keras gives it). Use "
+                'format="onnx", or save the model (`model.save("m.keras")`) '
+                "and export it under TensorFlow: `KERAS_BACKEND=tensorflow "
+                'ninlayers export m.keras out`. Received: format="tf_saved_model"'
+            ) from error
+
+
+def _torch_saved_model_failure(format: str, error: Exception) -> bool:
+    """Whether `error` is Keras's SavedModel export failing on PyTorch."""
+    return (
+        keras.backend.backend() == "torch"
+        and format == "tf_saved_model"
+        and "dynamic_shapes" in str(error)
+    )
 
 
 # Base-model arguments NiN passes on to `keras.Model` (from_config adds them).
