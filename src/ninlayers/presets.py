@@ -89,6 +89,25 @@ PRESETS: dict[str, Preset] = {
         weights="fashion_mnist.weights.h5",
         sha256="d1ec77451c351c377b1d52881a81396468c606e7e693a3a131da725cac1d03ba",
     ),
+    "fashion_mnist_narrow": Preset(
+        description=(
+            "the same training on the narrow network (48-128-192, 410,002 "
+            "parameters): a quarter of the work per image, for deployment; "
+            "docs/presets.md has its accuracy and the command"
+        ),
+        config={
+            "num_classes": 10,
+            "input_shape": (28, 28, 1),
+            "architecture": "fashion_mnist_narrow",
+            "use_batch_norm": True,
+            "batch_norm_momentum": 0.99,
+            "head_final_activation": False,
+            "test_time_flip": True,
+            "class_names": list(FASHION_MNIST_CLASSES),
+        },
+        weights="fashion_mnist_narrow.weights.h5",
+        sha256="cc180fe24cc672fc08d8fd2ddb52d92e898ae9ea430740ae31d16d33310c76bd",
+    ),
     "seed_fashion_mnist": Preset(
         description=(
             "the seed tutorial's (and the paper's) 28x28 NiN: no batch norm, "
