@@ -37,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 from ninlayers import NiN  # noqa: E402
 from ninlayers.app import data  # noqa: E402
 from ninlayers.app.ceiling import measure_ceiling  # noqa: E402
+from ninlayers.errors import DatasetError  # noqa: E402
 
 #: Kernel name (after the last ":") -> kind.
 KINDS = {
@@ -63,10 +64,15 @@ SHAPES = {
 }
 
 
+def _flop(height: int, channels: int, filters: int, kernel: int) -> int:
+    """FLOP of one convolution forward at batch 64 ("same" padding)."""
+    return 2 * 64 * height * height * channels * filters * kernel * kernel
+
+
 def _images(count: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         (x, y), _ = data.load_fashion_mnist()
-    except Exception:  # no dataset: random images time the same
+    except DatasetError:  # no dataset: random images time the same
         rng = np.random.default_rng(0)
         x, y = (
             rng.integers(0, 256, (count, 28, 28), "uint8"),
@@ -146,7 +152,7 @@ def time_convolutions(repeats: int) -> dict:
     """GFLOP/s of each convolution shape's three operations, alternating."""
     ops = {}
     for name, (height, channels, filters, kernel) in SHAPES.items():
-        flop = 2 * 64 * height * height * channels * filters * kernel * kernel
+        flop = _flop(height, channels, filters, kernel)
         for op, fn in _conv_ops(height, channels, filters, kernel).items():
             fn().numpy()  # warm-up
             ops[(name, op)] = (fn, flop, [])
@@ -168,7 +174,7 @@ def convolution_bound(gflops: dict[str, float]) -> tuple[float, float]:
     seconds = flop = 0.0
     for name, (height, channels, filters, kernel) in SHAPES.items():
         count = 2 if kernel == 1 else 1
-        one = 2 * 64 * height * height * channels * filters * kernel * kernel
+        one = _flop(height, channels, filters, kernel)
         for op in ("forward", "backward, input", "backward, filter"):
             seconds += count * one / (gflops[f"{name}, {op}"] * 1e9)
             flop += count * one

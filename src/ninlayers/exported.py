@@ -227,7 +227,7 @@ class _Onnx:
     @functools.cached_property
     def quantized(self) -> bool:
         # Read from the graph only for files without ninlayers' metadata
-        # (it says "int8"): loading the graph again costs as much as the
+        # (which says "int8"), so other files are loaded once, by the
         # session.
         return any(node.op_type == "QuantizeLinear" for node in _onnx_nodes(self._path))
 

@@ -424,7 +424,7 @@ def fit(
     callbacks = [nan_guard, timer, held_out, Elapsed(start), backup]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
-    start = time.perf_counter()
+    fit_start = time.perf_counter()
     model.fit(
         data.train,
         epochs=recipe.epochs,
@@ -433,7 +433,7 @@ def fit(
         shuffle=False,  # the pipeline shuffles
         verbose=verbose,
     )
-    fit_seconds = time.perf_counter() - start
+    fit_seconds = time.perf_counter() - fit_start
     if nan_guard.bad is not None:
         epoch, batch, value = nan_guard.bad
         raise TrainingError(
