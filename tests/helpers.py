@@ -30,6 +30,35 @@ SMALL = [
 ]
 
 
+def trunk_params(c_in, blocks, mlp=2):
+    """The paper's count, block by block: k*k*c_in*f + f + mlp*(f*f + f)."""
+    total = 0
+    for filters, kernel in blocks:
+        total += kernel * kernel * c_in * filters + filters
+        total += mlp * (filters * filters + filters)
+        c_in = filters
+    return total
+
+
+def nin_params(c_in, blocks, num_classes, head_kernel=3, mlp=2):
+    """Trunk plus the head, a block with `num_classes` filters."""
+    c_last = blocks[-1][0] if blocks else c_in
+    head = trunk_params(c_last, [(num_classes, head_kernel)], mlp)
+    return trunk_params(c_in, blocks, mlp) + head
+
+
+def spatial(size, specs):
+    """Hand-written forward size through convs and 3x3/2 valid pooling."""
+    for spec in specs:
+        if spec.padding == "same":
+            size = -(-size // spec.strides)
+        else:
+            size = (size - spec.kernel_size) // spec.strides + 1
+        if spec.pool_size:
+            size = (size - spec.pool_size) // spec.pool_strides + 1
+    return size
+
+
 def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """2 classes: a bright 6x6 square somewhere on noise, or noise alone."""
     rng = np.random.default_rng(seed)
@@ -185,3 +214,61 @@ def run_python(code: str, timeout: float = 300) -> str:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
+
+
+def check_model_saving(model: keras.Model, x: np.ndarray, tmp_path) -> keras.Model:
+    """A `.keras` round trip (keras-hub's `run_model_saving_test`): the
+    reloaded model has the same class, config and outputs, with no custom
+    objects passed."""
+    path = tmp_path / f"{model.name}.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is type(model)
+    assert config_json(restored) == config_json(model)
+    np.testing.assert_allclose(
+        to_numpy(restored(x, training=False)),
+        to_numpy(model(x, training=False)),
+        atol=1e-5,
+    )
+    return restored
+
+
+def check_backbone(cls, init_kwargs: dict, x: np.ndarray, expected_shape, tmp_path):
+    """Checks a backbone the way keras-hub's `run_vision_backbone_test` does:
+    config round trip, output shape, a free-size copy at twice the size,
+    every stage output, `mixed_bfloat16` outputs with float32 variables,
+    and a `.keras` round trip."""
+    backbone = cls(**init_kwargs)
+    clone = cls.from_config(json.loads(json.dumps(backbone.get_config())))
+    assert config_json(clone) == config_json(backbone)
+    assert tuple(backbone(x).shape) == tuple(expected_shape)
+    free = cls(**{**init_kwargs, "image_shape": (None, None, x.shape[-1])})
+    bigger = np.concatenate([np.concatenate([x, x], 1)] * 2, 2)
+    assert tuple(free(bigger).shape)[1] >= tuple(expected_shape)[1]
+    stages = keras.Model(backbone.input, backbone.stage_outputs)(x)
+    last = stages[sorted(stages)[-1]]
+    np.testing.assert_allclose(to_numpy(last), to_numpy(backbone(x)), atol=1e-5)
+    mixed = cls(**{**init_kwargs, "dtype": "mixed_bfloat16"})
+    assert keras.backend.standardize_dtype(mixed(x).dtype) == "bfloat16"
+    assert {v.dtype for v in mixed.weights} == {"float32"}
+    check_model_saving(backbone, x, tmp_path)
+    return backbone
+
+
+def check_task(cls, init_kwargs: dict, x: np.ndarray, y: np.ndarray, tmp_path):
+    """Checks a task the way keras-hub's `run_task_test` does: `predict`
+    gives one row of probabilities per image, `fit` runs with `compile()`'s
+    defaults and moves the weights, and the model survives a `.keras` round
+    trip."""
+    task = cls(**init_kwargs)
+    probs = task.predict(x, verbose=0)
+    assert probs.shape == (len(x), task.num_classes)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-3)
+    before = [to_numpy(w).copy() for w in task.trainable_weights]
+    task.compile()
+    history = task.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    after = [to_numpy(w) for w in task.trainable_weights]
+    assert any(not np.allclose(b, a) for b, a in zip(before, after, strict=True))
+    check_model_saving(task, x, tmp_path)
+    return task

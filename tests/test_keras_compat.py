@@ -12,13 +12,23 @@ import pytest
 import tensorflow as tf
 
 from helpers import SMALL
-from ninlayers import NiN, _keras_compat
+from ninlayers import NiN, NiNImageClassifier, _keras_compat
 
 
 def test_symbolic_build_hook_exists_with_its_arguments():
     _keras_compat.check_symbolic_build_hook()
-    # NiN's override is the one the trainer calls.
-    assert _keras_compat.SYMBOLIC_BUILD in NiN.__dict__
+    # The classifier's override is the one the trainer calls, for NiN too.
+    assert _keras_compat.SYMBOLIC_BUILD in NiNImageClassifier.__dict__
+    assert issubclass(NiN, NiNImageClassifier)
+
+
+def test_keras_still_records_whether_a_model_was_called():
+    """`was_called` reads Keras's `_called`; without it every model would
+    count as called and ONNX export would get an uncalled model."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert hasattr(model, "_called") and not _keras_compat.was_called(model)
+    model(np.zeros((1, 3), "float32"))
+    assert _keras_compat.was_called(model)
 
 
 def test_symbolic_build_check_fails_when_the_hook_is_gone(monkeypatch):

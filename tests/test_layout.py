@@ -5,6 +5,8 @@
 - no library module imports `ninlayers.app` (the deprecated shims of the old
   module paths aside, which exist to forward there);
 - no function body is longer than 80 lines; `train()` at most 60;
+- no class is longer than 300 lines, `NiN` at most 150; `presets.py` is data
+  and imports no model module;
 - the old module paths still work, with a `DeprecationWarning`.
 """
 
@@ -115,6 +117,34 @@ def test_train_is_a_short_orchestrator(tmp_path):
     long = tmp_path / "long.py"
     long.write_text("def f():\n    '''doc'''\n" + "    x = 1\n" * 100)
     assert _long_functions(long, 80) == ["long.py:1 f (100)"]
+
+
+def _long_classes(path: Path, limit: int) -> list[str]:
+    return [
+        f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def test_no_class_is_longer_than_300_lines_and_nin_is_thin(tmp_path):
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        found += _long_classes(path, 300)
+    assert found == []
+    assert _long_classes(SRC / "model.py", 150) == []
+    long = tmp_path / "long.py"
+    long.write_text("class C:\n" + "    x = 1\n" * 300)
+    assert _long_classes(long, 300) == ["long.py:1 C (301)"]
+
+
+def test_presets_are_data_importing_no_model_module():
+    models = {"ninlayers.model", "ninlayers.backbone", "ninlayers.classifier"}
+    models |= {"ninlayers.image_converter", "ninlayers.layers"}
+    imported = _imports(SRC / "presets.py")
+    assert not {name for name in imported if name.startswith(tuple(models))}
+    assert "ninlayers.errors" in imported  # the checker sees its imports
 
 
 OLD_PATHS = {

@@ -9,43 +9,29 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import SMALL, gradients, run_python, to_numpy
-from ninlayers import ARCHITECTURES, BlockSpec, NiN, minimum_input_size, runtime
+from helpers import (
+    SMALL,
+    gradients,
+    nin_params,
+    run_python,
+    spatial,
+    to_numpy,
+    trunk_params,
+)
+from ninlayers import (
+    ARCHITECTURES,
+    BlockSpec,
+    NiN,
+    NiNBackbone,
+    minimum_input_size,
+    runtime,
+)
 
 # Runs on every Keras backend (the README's backend matrix).
 pytestmark = pytest.mark.backends
 
 #: The paper's (and the seed's) form: the counts below are for it.
 PAPER = {"use_batch_norm": False, "head_final_activation": True}
-
-
-def trunk_params(c_in, blocks, mlp=2):
-    """The paper's count, block by block: k*k*c_in*f + f + mlp*(f*f + f)."""
-    total = 0
-    for filters, kernel in blocks:
-        total += kernel * kernel * c_in * filters + filters
-        total += mlp * (filters * filters + filters)
-        c_in = filters
-    return total
-
-
-def nin_params(c_in, blocks, num_classes, head_kernel=3, mlp=2):
-    """Trunk plus the head, a block with `num_classes` filters."""
-    c_last = blocks[-1][0] if blocks else c_in
-    head = trunk_params(c_last, [(num_classes, head_kernel)], mlp)
-    return trunk_params(c_in, blocks, mlp) + head
-
-
-def spatial(size, specs):
-    """Hand-written forward size through convs and 3x3/2 valid pooling."""
-    for spec in specs:
-        if spec.padding == "same":
-            size = -(-size // spec.strides)
-        else:
-            size = (size - spec.kernel_size) // spec.strides + 1
-        if spec.pool_size:
-            size = (size - spec.pool_size) // spec.pool_strides + 1
-    return size
 
 
 def test_the_seed_network_is_the_default_trunk_without_batch_norm():
@@ -68,7 +54,7 @@ def test_the_seed_network_is_the_default_trunk_without_batch_norm():
 
 
 def test_imagenet_variant_is_one_argument_away():
-    model = NiN(architecture="imagenet", precision="float32", **PAPER)
+    model = NiN(architecture="nin_224", precision="float32", **PAPER)
     assert model.input_shape == (None, 224, 224, 3)
     assert model.count_params() == nin_params(3, [(96, 11), (256, 5), (384, 3)], 10)
     block1 = model.get_layer("block1")
@@ -87,7 +73,7 @@ def test_parameter_count_does_not_depend_on_input_size(size, channels):
     assert model.count_params() == nin_params(
         channels, [(96, 3), (256, 3), (384, 3)], 10
     )
-    specs = ARCHITECTURES["fashion_mnist"]["blocks"]
+    specs = ARCHITECTURES["nin_28"]["blocks"]
     head_input = model.get_layer("head").input.shape
     assert head_input[1:3] == (spatial(size, specs), spatial(size + 3, specs))
 
@@ -134,14 +120,18 @@ def test_custom_architectures_shapes_params_and_config(
     specs, num_classes, extra, include_head
 ):
     size = minimum_input_size(specs) + extra
-    model = NiN(
-        num_classes=num_classes,
-        input_shape=(size, size, 2),
-        architecture=specs,
-        include_head=include_head,
-        precision="float32",
-        **PAPER,
-    )
+    if include_head:
+        model = NiN(
+            num_classes=num_classes,
+            input_shape=(size, size, 2),
+            architecture=specs,
+            precision="float32",
+            **PAPER,
+        )
+    else:
+        model = NiNBackbone(
+            specs, (size, size, 2), use_batch_norm=False, dtype="float32"
+        )
     blocks = [(s.filters, s.kernel_size) for s in specs]
     if include_head:
         assert model.count_params() == nin_params(2, blocks, num_classes)
@@ -156,29 +146,40 @@ def test_custom_architectures_shapes_params_and_config(
         minimum_input_size(specs) == 1
     )
     config = json.loads(json.dumps(model.get_config()))
-    clone = NiN.from_config(config)
+    clone = type(model).from_config(config)
     assert json.dumps(clone.get_config(), sort_keys=True) == json.dumps(
         model.get_config(), sort_keys=True
     )
     assert clone.count_params() == model.count_params()
 
 
-def test_trunk_without_head_is_a_feature_extractor():
+def test_the_backbone_and_head_of_a_nin_compose_to_the_nin():
     full = NiN(precision="float32")
-    trunk = NiN(include_head=False, precision="float32")
-    assert trunk.output_shape == (None, 2, 2, 384)
+    assert isinstance(full.backbone, NiNBackbone) and full.head is full.get_layer(
+        "head"
+    )
     assert (
-        trunk.count_params()
-        == full.count_params() - full.get_layer("head").count_params()
+        full.backbone.count_params() == full.count_params() - full.head.count_params()
     )
     x = np.random.default_rng(0).uniform(size=(2, 28, 28, 1)).astype("float32")
-    features = full.forward_features(x)
+    features = full.backbone(x)
     assert tuple(features.shape) == (2, 2, 2, 384)
     np.testing.assert_allclose(
-        to_numpy(full.forward_head(features)), full.predict(x, verbose=0), rtol=1e-5
+        to_numpy(full.head(features)), full.predict(x, verbose=0), rtol=1e-5
     )
-    with pytest.raises(ValueError, match="include_head=False"):
-        trunk.forward_head(features)
+
+
+def test_include_head_false_and_forward_features_are_deprecated_aliases():
+    full = NiN(precision="float32")
+    with pytest.warns(DeprecationWarning, match="NiNBackbone"):
+        trunk = NiN(include_head=False, precision="float32")
+    assert isinstance(trunk, NiNBackbone) and trunk.output_shape == (None, 2, 2, 384)
+    x = np.random.default_rng(0).uniform(size=(2, 28, 28, 1)).astype("float32")
+    with pytest.warns(DeprecationWarning, match="backbone"):
+        features = full.forward_features(x)
+    with pytest.warns(DeprecationWarning, match="head"):
+        probs = full.forward_head(features)
+    np.testing.assert_allclose(to_numpy(probs), full.predict(x, verbose=0), rtol=1e-5)
 
 
 def test_every_trainable_weight_gets_a_gradient():
@@ -553,15 +554,13 @@ def test_config_records_the_resolved_dtype_policy(monkeypatch):
     assert NiN.from_config(json.loads(json.dumps(config))).dtype_policy.name == saved
 
 
-def test_forward_features_is_the_graph_up_to_the_head():
+def test_the_backbone_is_the_graph_up_to_the_head():
     model = NiN(input_shape=(None, None, 1), precision="float32")
     x = np.random.default_rng(1).uniform(size=(2, 20, 20, 1)).astype("float32")
     trunk = keras.Model(model.input, model.get_layer("pool3").output)
     np.testing.assert_allclose(
-        to_numpy(model.forward_features(x)), to_numpy(trunk(x)), rtol=1e-6
+        to_numpy(model.backbone(x)), to_numpy(trunk(x)), rtol=1e-6
     )
     # The size check applies to it as to the model.
     with pytest.raises(ValueError, match="at least 15x15"):
-        model.forward_features(np.zeros((1, 12, 12, 1), "float32"))
-    assert model.head is model.get_layer("head")
-    assert NiN(include_head=False, precision="float32").head is None
+        model.backbone(np.zeros((1, 12, 12, 1), "float32"))

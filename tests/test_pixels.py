@@ -41,11 +41,32 @@ def test_uint16_images_map_their_full_range(model, raw):
     )
 
 
-def test_floats_outside_the_range_are_refused_not_misread(model, raw):
-    with pytest.raises(ValueError, match=r"span \[0, 255\].*floats in \[0, 1\]"):
-        model.predict(raw.astype("float32"), verbose=0)
+def test_floats_outside_the_range_are_refused_when_the_model_asks(raw):
+    checked = NiN(
+        input_shape=(16, 16, 1),
+        architecture=SMALL,
+        precision="float32",
+        check_input_range=True,
+    )
+    for call in (checked.predict, checked.evaluate, checked):
+        with pytest.raises(ValueError, match=r"span \[0, 255\].*floats in \[0, 1\]"):
+            call(raw.astype("float32"))
     # Interpolation overshoot just outside the range passes.
-    model.predict(np.full((1, 16, 16, 1), 1.01, "float32"), verbose=0)
+    checked.predict(np.full((1, 16, 16, 1), 1.01, "float32"), verbose=0)
+    restored = NiN.from_config(checked.get_config())
+    assert restored.preprocessor.check_range
+
+
+def test_a_default_nin_takes_standardised_floats_from_numpy_as_from_a_tensor(model):
+    """Every Keras model takes standardised images; a plain NiN does too."""
+    import keras
+
+    x = np.random.default_rng(1).standard_normal((3, 16, 16, 1)).astype("float32")
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0),
+        to_numpy(model(keras.ops.convert_to_tensor(x))),
+        atol=1e-5,
+    )
 
 
 def test_a_model_with_another_range_maps_integers_onto_it(raw):

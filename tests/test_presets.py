@@ -5,7 +5,7 @@ import pytest
 
 import ninlayers
 from helpers import SMALL, synthetic
-from ninlayers import NiN, presets
+from ninlayers import NiN, NiNBackbone, NiNImageClassifier, presets
 from ninlayers.errors import ModelFileError
 
 pytestmark = pytest.mark.backends
@@ -36,12 +36,12 @@ SEED_224 = [(11, 96), (5, 256), (3, 384)]
 
 def test_the_named_networks_have_their_parameter_counts():
     assert nin_params(SEED_28, 1, 10, False, False) == 1_588_198  # the seed's
-    paper = NiN.from_preset("seed_fashion_mnist")
+    paper = NiN.from_preset("tutorial_fashion_mnist")
     assert paper.count_params() == 1_588_198
-    assert not paper.use_batch_norm and paper.head_final_activation
+    assert not paper.backbone.use_batch_norm and paper.head_final_activation
     default = NiN()
     assert default.count_params() == nin_params(SEED_28, 1, 10, True, True)
-    seed_224 = NiN.from_preset("seed_imagenet")
+    seed_224 = NiN.from_preset("tutorial_224")
     assert seed_224.count_params() == nin_params(SEED_224, 3, 10, False, False)
     assert seed_224.count_params() == 2_015_398
     assert seed_224.input_shape == (None, 224, 224, 3)
@@ -51,7 +51,7 @@ def test_the_named_networks_have_their_parameter_counts():
 
 def test_presets_are_listed_with_a_description():
     listed = ninlayers.list_presets()
-    assert set(listed) == set(presets.PRESETS) >= {"fashion_mnist", "seed_imagenet"}
+    assert set(listed) == set(presets.PRESETS) >= {"fashion_mnist", "tutorial_224"}
     assert all(isinstance(text, str) and text for text in listed.values())
 
 
@@ -59,7 +59,7 @@ def test_an_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError) as info:
         NiN.from_preset("fashion_mnsit")
     message = str(info.value)
-    assert "fashion_mnsit" in message and "seed_imagenet" in message
+    assert "fashion_mnsit" in message and "tutorial_224" in message
     assert "\n" not in message
     with pytest.raises(ModelFileError, match="does not exist"):
         NiN.from_preset("missing/model.keras")
@@ -78,7 +78,7 @@ def test_a_file_or_a_run_directory_loads_as_saved(tmp_path):
 
 
 def test_named_presets_take_overrides():
-    model = NiN.from_preset("seed_fashion_mnist", num_classes=5)
+    model = NiN.from_preset("tutorial_fashion_mnist", num_classes=5)
     assert model.output_shape == (None, 5)
 
 
@@ -100,11 +100,34 @@ def test_the_default_nin_learns_with_compile_defaults(seed):
 # The pretrained preset: its shipped weights, offline, on raw pixels.
 
 
-#: The pretrained presets: name -> (parameters, measured test accuracy).
-PRETRAINED = {
-    "fashion_mnist": (1_594_882, 0.9419),
-    "fashion_mnist_narrow": (410_002, 0.9397),
-}
+#: The pretrained presets, from the registry itself.
+PRETRAINED = [name for name, p in presets.PRESETS.items() if p.weights is not None]
+
+
+def test_there_are_pretrained_presets_and_each_records_its_figures():
+    assert {"fashion_mnist", "fashion_mnist_narrow"} <= set(PRETRAINED)
+    for name in PRETRAINED:
+        metrics = presets.get(name).metrics
+        assert 0.9 < metrics["test_accuracy"] < 1 and metrics["measured_in"]
+        assert presets.get(name).data and presets.get(name).converter["check_range"]
+
+
+@pytest.mark.parametrize("name", sorted(presets.PRESETS))
+def test_every_preset_builds_its_three_pieces_with_its_recorded_parameters(name):
+    """keras-hub's `run_preset_test`, for every preset in the registry."""
+    preset = presets.get(name)
+    model = NiNImageClassifier.from_preset(name, load_weights=False)
+    assert isinstance(model.backbone, NiNBackbone)
+    assert model.count_params() == preset.metrics["parameters"]
+    assert (
+        model.get_config()["backbone"]["config"]["architecture"]
+        == (preset.backbone["architecture"])
+    )
+    backbone = NiNBackbone.from_preset(name, load_weights=False)
+    assert backbone.output_shape == model.backbone.output_shape
+    # No architecture is called like a preset and means another network.
+    if name in ninlayers.ARCHITECTURES:
+        assert preset.backbone["architecture"] == name
 
 
 @pytest.mark.parametrize("name", PRETRAINED)
@@ -114,7 +137,8 @@ def test_the_shipped_weights_match_their_digest_and_tampering_is_refused(
     path = presets.weights_path(name)
     assert path.is_file() and path.stat().st_size < 8_000_000
     assert ninlayers.saving.file_sha256(path) == presets.PRESETS[name].sha256
-    assert NiN.from_preset(name).count_params() == PRETRAINED[name][0]
+    metrics = presets.get(name).metrics
+    assert NiN.from_preset(name).count_params() == metrics["parameters"]
     tampered = tmp_path / path.name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 1
@@ -152,4 +176,5 @@ def test_the_pretrained_preset_reaches_its_accuracy_offline_on_raw_pixels(name):
     assert (dtype, first_class) == ("uint8", "T-shirt/top")
     # As measured when the weights were made (docs/presets.md), to within
     # a few images of bfloat16 rounding.
-    assert float(accuracy) == pytest.approx(PRETRAINED[name][1], abs=0.0005)
+    expected = presets.get(name).metrics["test_accuracy"]
+    assert float(accuracy) == pytest.approx(expected, abs=0.0005)

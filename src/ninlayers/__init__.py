@@ -1,7 +1,10 @@
 """ninlayers: Network in Network as reusable Keras 3 layers and models.
 
-The library: `NiNBlock`, `NiNClassifierHead`, `FusedBatchNormalization`, the
-`NiN` model, the loss and learning-rate schedule NiN models are compiled
+The library: `NiNBlock`, `NiNClassifierHead`, `FusedBatchNormalization`; the
+model in keras-hub's three pieces, `NiNBackbone` (the trunk),
+`NiNImageConverter` (the pixel contract) and `NiNImageClassifier` (the task),
+with `NiN` the one-call model built from them and pretrained presets
+(`ninlayers.presets`); the loss and learning-rate schedule NiN models are compiled
 with, class activation maps (`ninlayers.explain`), export
 (`ninlayers.export`) and per-device choices (`ninlayers.runtime`).
 
@@ -19,6 +22,8 @@ __version__ = "0.2.0"
 
 from ninlayers import errors, explain, export, pixels, presets, runtime, saving
 from ninlayers._deprecated import warn_moved
+from ninlayers.backbone import ARCHITECTURES, BlockSpec, NiNBackbone, minimum_input_size
+from ninlayers.classifier import NiNImageClassifier
 from ninlayers.errors import (
     DatasetError,
     ImageFileError,
@@ -26,9 +31,10 @@ from ninlayers.errors import (
     NinLayersError,
     TrainingError,
 )
+from ninlayers.image_converter import NiNImageConverter
 from ninlayers.layers import FusedBatchNormalization, NiNBlock, NiNClassifierHead
 from ninlayers.losses import SparseSmoothedCrossentropy
-from ninlayers.model import ARCHITECTURES, BlockSpec, NiN, minimum_input_size
+from ninlayers.model import NiN
 from ninlayers.presets import list_presets
 from ninlayers.schedules import OneCycleSchedule
 
@@ -40,8 +46,11 @@ __all__ = [
     "ImageFileError",
     "ModelFileError",
     "NiN",
+    "NiNBackbone",
     "NiNBlock",
     "NiNClassifierHead",
+    "NiNImageClassifier",
+    "NiNImageConverter",
     "NinLayersError",
     "OneCycleSchedule",
     "SparseSmoothedCrossentropy",

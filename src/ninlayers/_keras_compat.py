@@ -145,3 +145,9 @@ def configure_coordination(heartbeat_timeout_ms: int, shutdown_barrier_ms: int) 
         coordinated_jobs=jobs,
     )
     return True
+
+
+def was_called(model: keras.Model) -> bool:
+    """Whether a model has been called once (Keras's ONNX export needs it);
+    `True` where Keras no longer records it."""
+    return bool(getattr(model, "_called", True))

@@ -15,6 +15,7 @@ import numpy as np
 
 from ninlayers import pixels
 from ninlayers._utils import all_layers
+from ninlayers.classifier import NiNImageClassifier
 from ninlayers.layers import NiNClassifierHead
 
 __all__ = ["all_layers", "class_activation_maps", "class_map_model", "find_head"]
@@ -70,7 +71,7 @@ def class_map_model(model: keras.Model, average_mirror: bool = False) -> keras.M
             "or Sequential graph (NiN, keras.Model(inputs, outputs)). "
             f"Received: a {type(model).__name__} where that failed ({error})"
         ) from None
-    if not getattr(model, "test_time_flip", False):
+    if not (isinstance(model, NiNImageClassifier) and model.test_time_flip):
         return mapper
     images = keras.Input(model.inputs[0].shape[1:])
     maps, probs = mapper(images)
@@ -111,9 +112,7 @@ def class_activation_maps(
     >>> maps.shape, probs.shape
     ((2, 28, 28), (2, 10))
     """
-    images = np.asarray(images)
-    input_range = getattr(model, "input_range", pixels.DEFAULT_INPUT_RANGE)
-    images = np.asarray(pixels.to_input_range(images, input_range), dtype="float32")
+    images = _model_inputs(model, np.asarray(images))
     if images.ndim != 4:
         raise ValueError(
             "`images` must have shape (n, height, width, channels). "
@@ -138,6 +137,17 @@ def class_activation_maps(
     high = resized.max(axis=(1, 2), keepdims=True)
     maps = (resized - low) / np.maximum(high - low, 1e-12)
     return maps, probs
+
+
+def _model_inputs(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """The images as the model's graph takes them: through a classifier's
+    converter (which `class_map_model`'s graph does not run), else integer
+    pixels mapped onto [0, 1]."""
+    if not isinstance(model, NiNImageClassifier):
+        images = pixels.to_input_range(images, pixels.DEFAULT_INPUT_RANGE)
+    elif model.preprocessor is not None and images.ndim == 4:
+        images = model.preprocessor(model.preprocessor.check(images))
+    return np.asarray(keras.ops.convert_to_numpy(images), dtype="float32")
 
 
 def _class_indices(class_index: Any, n: int, num_classes: int) -> np.ndarray:

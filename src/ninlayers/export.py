@@ -27,7 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from ninlayers import _checks, pixels
+from ninlayers import _checks, _keras_compat, classifier, pixels
 from ninlayers._utils import all_layers
 from ninlayers.errors import MissingDependencyError
 
@@ -91,14 +91,15 @@ def float32_copy(model: keras.Model) -> keras.Model:
         finally:
             keras.config.set_dtype_policy(previous)
         copy.set_weights(model.get_weights())
-    if not getattr(copy, "_called", True):
+    if not _keras_compat.was_called(copy):
         copy(np.zeros((1, *_example_shape(copy)), "float32"), training=False)
     return copy
 
 
 def _example_shape(model: keras.Model) -> tuple[int, ...]:
     """One image's shape, free sizes set to the smallest the model takes."""
-    smallest = max(getattr(model, "minimum_input_size", 1), 1)
+    is_nin = isinstance(model, classifier.NiNImageClassifier)
+    smallest = model.minimum_input_size if is_nin else 1
     return tuple(d or smallest for d in model.input_shape[1:])
 
 
@@ -131,7 +132,11 @@ def metadata(model: keras.Model) -> dict[str, Any]:
         layer for layer in all_layers(model) if isinstance(layer, NiNClassifierHead)
     ]
     return {
-        "class_names": getattr(model, "class_names", None),
+        "class_names": (
+            model.class_names
+            if isinstance(model, classifier.NiNImageClassifier)
+            else None
+        ),
         "input_range": _input_range(model),
         "logits": bool(heads) and heads[-1].output_activation is None,
         "input_shape": list(model.input_shape[1:]),
@@ -139,7 +144,7 @@ def metadata(model: keras.Model) -> dict[str, Any]:
 
 
 def _input_range(model: keras.Model) -> list[float] | None:
-    input_range = getattr(model, "input_range", None)
+    input_range = classifier.input_range(model)
     return None if input_range is None else [float(v) for v in input_range]
 
 
@@ -207,7 +212,7 @@ def export(
     input_type = _checks.one_of("input_type", input_type, IO_TYPES)
     output_type = _checks.one_of("output_type", output_type, IO_TYPES)
     _check_export(format, int8, calibration, input_type, output_type)
-    if test_time_flip is not None and hasattr(model, "test_time_flip"):
+    if test_time_flip is not None and isinstance(model, classifier.NiNImageClassifier):
         model = with_test_time_flip(model, bool(test_time_flip))
     copy = float32_copy(model)
     info = {**metadata(copy), "int8": bool(int8), "format": format}
@@ -268,6 +273,11 @@ def with_test_time_flip(model: keras.Model, flip: bool) -> keras.Model:
     >>> with_test_time_flip(NiN(), True).test_time_flip
     True
     """
+    if not isinstance(model, classifier.NiNImageClassifier):
+        raise ValueError(
+            "Test-time flip is a NiNImageClassifier's (NiN's) setting. "
+            f"Received: a {type(model).__name__}"
+        )
     if model.test_time_flip == flip:
         return model
     copy = model.__class__.from_config({**model.get_config(), "test_time_flip": flip})
@@ -290,8 +300,8 @@ def _calibration_images(model: keras.Model, images: Any) -> np.ndarray:
             f"Calibration images must be a batch of images shaped like "
             f"{tuple(model.input_shape[1:])}. Received: shape {images.shape}"
         )
-    input_range = getattr(model, "input_range", None)
-    if input_range is None:  # not a NiN: the images are the model's inputs
+    input_range = classifier.input_range(model)
+    if input_range is None:  # no converter: the images are the model's inputs
         return images.astype("float32")
     pixels.check_float_range(images, input_range)
     return np.asarray(pixels.to_input_range(images, input_range), "float32")

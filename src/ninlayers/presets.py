@@ -1,17 +1,18 @@
-"""Named NiNs, pretrained or not, in one line and offline.
+"""Named NiNs as data: the configs of their pieces, their weights and figures.
 
-`NiN.from_preset(name)` (keras-hub's verb) builds a preset's model and, for a
-pretrained one, loads the weights shipped inside the package, after checking
-their SHA-256. It also takes the path of a `.keras` file, or of a directory
-holding `model.keras` (a `ninlayers train` output). `list_presets()` names
-them all.
+A preset names a `NiNBackbone` config, a `NiNImageClassifier` config and a
+`NiNImageConverter` config; a pretrained one also names a weights file in the
+package, its SHA-256, and what was measured on it. The models read these
+(`NiNImageClassifier.from_preset`, `NiNBackbone.from_preset`, and `NiN`'s);
+this module imports none of them. docs/presets.md has a model card for each
+pretrained preset.
 
 Example:
 
 >>> "fashion_mnist" in list_presets()
 True
->>> NiN.from_preset("seed_fashion_mnist").count_params()
-1588198
+>>> get("fashion_mnist").backbone["architecture"]
+'nin_28_6x6'
 """
 
 from __future__ import annotations
@@ -21,24 +22,24 @@ import os
 from pathlib import Path
 from typing import Any
 
-import keras
-
 from ninlayers.errors import ModelFileError
-from ninlayers.model import NiN
-from ninlayers.saving import file_sha256, load_model
+from ninlayers.saving import file_sha256
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "PRESETS",
     "Preset",
-    "from_preset",
+    "get",
+    "is_preset",
     "list_presets",
+    "model_file",
+    "weights_file",
     "weights_path",
 ]
 
 _WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-#: Fashion-MNIST's ten classes, in label order (the pretrained preset's).
+#: Fashion-MNIST's ten classes, in label order (the pretrained presets').
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -55,74 +56,112 @@ FASHION_MNIST_CLASSES = (
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A named NiN: its arguments, and its shipped weights if pretrained.
+    """A named NiN: the configs of its three pieces, and its weights.
 
     Args:
         description: str. One line for `list_presets()`.
-        config: dict. `NiN` arguments.
+        backbone: dict. `NiNBackbone` arguments.
+        classifier: dict. `NiNImageClassifier` arguments but the backbone and
+            the preprocessor.
+        converter: dict or `None`. `NiNImageConverter` arguments; `None` for
+            a model that takes any floats.
         weights: str or `None`. A `.weights.h5` file in `ninlayers/weights/`.
         sha256: str or `None`. The weights file's SHA-256.
+        metrics: dict. What was measured on the shipped weights (test
+            accuracy, parameters) and where (docs/measurements/).
+        data: str. The data it was trained on, and its licence.
     """
 
     description: str
-    config: dict[str, Any]
+    backbone: dict[str, Any]
+    classifier: dict[str, Any]
+    converter: dict[str, Any] | None = None
     weights: str | None = None
     sha256: str | None = None
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    data: str = ""
 
 
-#: What the default recipe trains on Fashion-MNIST, less the architecture.
-_TRAINED_FASHION_MNIST: dict[str, Any] = {
-    "num_classes": 10,
-    "input_shape": (28, 28, 1),
+#: What the default recipe trains on Fashion-MNIST, but the architecture.
+_FASHION_MNIST_TRUNK = {
+    "image_shape": (28, 28, 1),
     "use_batch_norm": True,
     "batch_norm_momentum": 0.99,
+}
+_FASHION_MNIST_CLASSIFIER = {
+    "num_classes": 10,
     "head_final_activation": False,
     "test_time_flip": True,
     "class_names": list(FASHION_MNIST_CLASSES),
 }
+# Trained on [0, 1] floats: integers are mapped there, 0-255 floats refused.
+_FASHION_MNIST_PIXELS = {"input_range": (0.0, 1.0), "check_range": True}
+_FASHION_MNIST_DATA = (
+    "Fashion-MNIST training set (60,000 28x28 grey images, light garments on "
+    "a black background; Zalando Research, MIT licence)"
+)
 
 PRESETS: dict[str, Preset] = {
     "fashion_mnist": Preset(
         description=(
             "NiN trained on Fashion-MNIST by `ninlayers train` (the default "
-            "recipe); docs/presets.md has its accuracy and the command"
+            "recipe, 10 epochs); docs/presets.md has its model card"
         ),
-        config={**_TRAINED_FASHION_MNIST, "architecture": "fashion_mnist_6x6"},
+        backbone={**_FASHION_MNIST_TRUNK, "architecture": "nin_28_6x6"},
+        classifier=_FASHION_MNIST_CLASSIFIER,
+        converter=_FASHION_MNIST_PIXELS,
         weights="fashion_mnist.weights.h5",
         sha256="d1ec77451c351c377b1d52881a81396468c606e7e693a3a131da725cac1d03ba",
+        metrics={
+            "test_accuracy": 0.9419,
+            "parameters": 1594882,
+            "measured_in": "docs/measurements/preset-fashion_mnist.json",
+        },
+        data=_FASHION_MNIST_DATA,
     ),
     "fashion_mnist_narrow": Preset(
         description=(
-            "the same training on the narrow network (48-128-192, 410,002 "
-            "parameters): a quarter of the work per image, for deployment; "
-            "docs/presets.md has its accuracy and the command"
+            "the same training on the narrow trunk (48-128-192, 12 epochs): a "
+            "quarter of the work per image, for deployment; docs/presets.md"
         ),
-        config={**_TRAINED_FASHION_MNIST, "architecture": "fashion_mnist_narrow"},
+        backbone={**_FASHION_MNIST_TRUNK, "architecture": "nin_28_narrow"},
+        classifier=_FASHION_MNIST_CLASSIFIER,
+        converter=_FASHION_MNIST_PIXELS,
         weights="fashion_mnist_narrow.weights.h5",
         sha256="cc180fe24cc672fc08d8fd2ddb52d92e898ae9ea430740ae31d16d33310c76bd",
-    ),
-    "seed_fashion_mnist": Preset(
-        description=(
-            "the seed tutorial's (and the paper's) 28x28 NiN: no batch norm, "
-            "ReLU class maps; untrained"
-        ),
-        config={
-            "architecture": "fashion_mnist",
-            "use_batch_norm": False,
-            "head_final_activation": True,
+        metrics={
+            "test_accuracy": 0.9397,
+            "parameters": 410002,
+            "measured_in": "docs/measurements/preset-fashion_mnist_narrow.json",
         },
+        data=_FASHION_MNIST_DATA,
     ),
-    "seed_imagenet": Preset(
+    "tutorial_fashion_mnist": Preset(
         description=(
-            "the seed tutorial's 224x224 RGB NiN: 11x11/4, 5x5 and 3x3 "
-            "stages, dropout 0.5 after the first two; untrained"
+            "the tutorial's (and the paper's) 28x28 NiN: no batch norm, ReLU "
+            "class maps; untrained"
         ),
-        config={
-            "architecture": "seed_imagenet",
-            "use_batch_norm": False,
-            "head_final_activation": True,
-        },
+        backbone={"architecture": "nin_28", "use_batch_norm": False},
+        classifier={"head_final_activation": True},
+        converter={"input_range": (0.0, 1.0)},
+        metrics={"parameters": 1588198},
     ),
+    "tutorial_224": Preset(
+        description=(
+            "the tutorial's 224x224 RGB NiN: 11x11/4, 5x5 and 3x3 stages, "
+            "dropout 0.5 after the first two, no batch norm; untrained"
+        ),
+        backbone={"architecture": "tutorial_224", "use_batch_norm": False},
+        classifier={"head_final_activation": True},
+        converter={"input_range": (0.0, 1.0)},
+        metrics={"parameters": 2015398},
+    ),
+}
+
+#: Earlier names of presets, accepted until 0.4.0.
+RENAMED_PRESETS = {
+    "seed_fashion_mnist": "tutorial_fashion_mnist",
+    "seed_imagenet": "tutorial_224",
 }
 
 
@@ -131,14 +170,52 @@ def list_presets() -> dict[str, str]:
     return {name: preset.description for name, preset in PRESETS.items()}
 
 
+def is_preset(name: Any) -> bool:
+    """Whether `name` names a preset (current or renamed)."""
+    return isinstance(name, str) and (name in PRESETS or name in RENAMED_PRESETS)
+
+
+def get(name: str) -> Preset:
+    """The preset called `name`.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the names).
+    """
+    if isinstance(name, str) and name in RENAMED_PRESETS:
+        import warnings
+
+        warnings.warn(
+            f"Preset {name!r} is now called {RENAMED_PRESETS[name]!r}; the old "
+            "name goes in 0.4.0.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        name = RENAMED_PRESETS[name]
+    if not isinstance(name, str) or name not in PRESETS:
+        raise _unknown(name)
+    return PRESETS[name]
+
+
+def _unknown(name: Any) -> ValueError:
+    return ValueError(
+        f"Unknown preset {str(name)!r}: expected one of {', '.join(PRESETS)}, "
+        "a .keras file, or a directory holding model.keras."
+    )
+
+
 def weights_path(name: str) -> Path | None:
     """The shipped weights file of a pretrained preset (`None` if untrained)."""
-    preset = PRESETS[name]
+    preset = get(name)
     return None if preset.weights is None else _WEIGHTS_DIR / preset.weights
 
 
-def _load_weights(model: NiN, name: str) -> None:
-    preset, path = PRESETS[name], weights_path(name)
+def weights_file(name: str) -> Path:
+    """The shipped weights file of a pretrained preset, checked by SHA-256.
+
+    Raises:
+        ModelFileError: if the file is missing or fails its digest.
+    """
+    preset, path = get(name), weights_path(name)
     if path is None or preset.sha256 is None or not path.is_file():
         raise ModelFileError(
             f"The weights of preset {name!r} are not in this installation "
@@ -151,51 +228,22 @@ def _load_weights(model: NiN, name: str) -> None:
             f"expected SHA-256 {preset.sha256}. Received: {digest}. "
             "Reinstall ninlayers."
         )
-    model.load_weights(path)
+    return path
 
 
-def from_preset(
-    preset: str | os.PathLike, load_weights: bool = True, **kwargs: Any
-) -> keras.Model:
-    """Builds a named NiN, or loads a `.keras` file or a run's directory.
-
-    Args:
-        preset: str or path. A name in `PRESETS`, a `.keras` file, or a
-            directory holding `model.keras`.
-        load_weights: bool. Load a pretrained preset's weights. Defaults to
-            `True`.
-        **kwargs: `NiN` arguments overriding a named preset's (for example
-            `precision="float32"`); not allowed with a file.
-
-    Returns:
-        keras.Model (a `NiN` for named presets).
+def model_file(preset: str | os.PathLike) -> Path:
+    """The `.keras` file a path names: the file, or `model.keras` inside a
+    directory (a `ninlayers train` output).
 
     Raises:
-        ValueError: if `preset` is neither a known name nor an existing
-            file or directory (the message lists the names).
-        ModelFileError: if a file cannot be loaded or shipped weights fail
-            their SHA-256.
+        ModelFileError: if a path-like name does not exist.
+        ValueError: if it is neither an existing path nor a preset name.
     """
-    if isinstance(preset, str) and preset in PRESETS:
-        model = NiN(**{**PRESETS[preset].config, **kwargs})
-        if load_weights and PRESETS[preset].weights is not None:
-            _load_weights(model, preset)
-        return model
     path = Path(preset)
     if path.is_dir():
         path = path / "model.keras"
-    looks_like_a_path = path.suffix == ".keras" or os.sep in str(preset)
-    if not path.exists() and looks_like_a_path:
+    if path.exists():
+        return path
+    if path.suffix == ".keras" or os.sep in str(preset):
         raise ModelFileError(f"Model file {path} does not exist.")
-    if not path.exists():
-        raise ValueError(
-            f"Unknown preset {str(preset)!r}: expected one of "
-            f"{', '.join(PRESETS)}, a .keras file, or a directory holding "
-            "model.keras."
-        )
-    if kwargs:
-        raise ValueError(
-            f"Arguments {sorted(kwargs)} apply to named presets only; "
-            f"{path} is loaded as saved."
-        )
-    return load_model(path)
+    raise _unknown(preset)

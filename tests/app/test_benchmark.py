@@ -14,7 +14,7 @@ from ninlayers.app.benchmark import seed_model
 
 def test_seed_model_is_the_same_network_as_the_seed_preset():
     seed = seed_model()
-    nin = NiN.from_preset("seed_fashion_mnist", precision="float32")
+    nin = NiN.from_preset("tutorial_fashion_mnist", precision="float32")
     assert seed.count_params() == nin.count_params() == 1_588_198
     seed.set_weights(nin.get_weights())
     x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
@@ -31,7 +31,7 @@ def test_multiply_adds_count_every_convolution_by_hand():
     seed_head = block(2, 3, 384, 10)  # the seed pools to 2x2 before its head
     assert ceiling.multiply_adds(seed_model()) == stages + seed_head
     assert round((stages + seed_head) / 1e6, 1) == 117.3  # the seed's, measured
-    nin = NiN(architecture="fashion_mnist_6x6")  # its head works at 6x6
+    nin = NiN(architecture="nin_28_6x6")  # its head works at 6x6
     assert ceiling.multiply_adds(nin) == stages + block(6, 3, 384, 10)
     assert ceiling.training_flop_per_image(nin) == 6 * ceiling.multiply_adds(nin)
 

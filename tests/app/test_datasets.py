@@ -346,10 +346,10 @@ def test_the_quick_recipe_is_the_default_training_on_the_narrow_network(tmp_path
     assert (quick.epochs, quick.erasing, quick.architecture) == (
         3,
         0.0,
-        "fashion_mnist_narrow",
+        "nin_28_narrow",
     )
-    narrow = multiply_adds(NiN(architecture="fashion_mnist_narrow"))
-    assert narrow < 0.3 * multiply_adds(NiN(architecture="fashion_mnist_6x6"))
+    narrow = multiply_adds(NiN(architecture="nin_28_narrow"))
+    assert narrow < 0.3 * multiply_adds(NiN(architecture="nin_28_6x6"))
     metrics = app.train(
         recipe="quick",
         output_dir=tmp_path,
@@ -359,7 +359,5 @@ def test_the_quick_recipe_is_the_default_training_on_the_narrow_network(tmp_path
         verbose=0,
     )
     assert metrics["recipe"]["name"] == "quick"
-    assert metrics["architecture"] == "fashion_mnist_narrow"
-    assert (
-        metrics["parameters"] == NiN(architecture="fashion_mnist_narrow").count_params()
-    )
+    assert metrics["architecture"] == "nin_28_narrow"
+    assert metrics["parameters"] == NiN(architecture="nin_28_narrow").count_params()

@@ -26,8 +26,8 @@ from typing import Any
 
 from ninlayers import _checks
 from ninlayers.app.recipes import RECIPES
+from ninlayers.backbone import ARCHITECTURES, architecture_name
 from ninlayers.export import FORMATS, IO_TYPES
-from ninlayers.model import ARCHITECTURES
 from ninlayers.runtime import PRECISIONS, STRATEGIES
 
 __all__ = ["BACKENDS", "build_parser", "main", "one_line", "safe_text"]
@@ -120,7 +120,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--learning-rate", type=_positive_float)
     train.add_argument(
         "--architecture",
-        help=f"one of {', '.join(ARCHITECTURES)} (default fashion_mnist) or a "
+        help=f"one of {', '.join(ARCHITECTURES)} (default: the recipe's) or a "
         "JSON list of block specs, e.g. '[[96, 3], [192, 3]]'",
     )
     train.add_argument(
@@ -289,10 +289,10 @@ def _architecture(text: str | None):
             return json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(
-                "--architecture must be a preset name or a JSON list of block "
+                "--architecture must be an architecture name or a JSON list of block "
                 f"specs. Received: {text!r} ({error})"
             ) from None
-    return text
+    return None if text is None else architecture_name(text.strip())
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from ninlayers import _checks, explain, exported, presets
+from ninlayers import _checks, explain, exported
 from ninlayers.app import data, plots
 from ninlayers.app.images import read_image
+from ninlayers.classifier import NiNImageClassifier
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -50,7 +51,7 @@ def _as_model(model: AnyModel) -> keras.Model | exported.ExportedModel:
         return model
     if exported.is_exported(model):
         return exported.ExportedModel(model)
-    return presets.from_preset(model)
+    return NiNImageClassifier.from_preset(model)
 
 
 def probabilities(model: keras.Model, outputs: Any) -> np.ndarray:
@@ -75,7 +76,9 @@ def probabilities(model: keras.Model, outputs: Any) -> np.ndarray:
 
 def class_names(model: keras.Model, num_classes: int) -> list[str]:
     """The model's class names, or `"class 0"`, `"class 1"`, ... without them."""
-    names = getattr(model, "class_names", None)
+    names = None
+    if isinstance(model, (NiNImageClassifier, exported.ExportedModel)):
+        names = model.class_names
     if names:
         return list(names)
     return [f"class {i}" for i in range(num_classes)]

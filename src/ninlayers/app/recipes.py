@@ -16,8 +16,8 @@ from typing import Any
 import keras
 
 from ninlayers import _checks
+from ninlayers.backbone import ARCHITECTURES, architecture_name
 from ninlayers.losses import SparseSmoothedCrossentropy
-from ninlayers.model import ARCHITECTURES
 from ninlayers.schedules import OneCycleSchedule
 
 __all__ = [
@@ -81,7 +81,7 @@ class Recipe:
     warmup_fraction: float = 0.25
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
-    architecture: str = "fashion_mnist"
+    architecture: str = "nin_28"
     use_batch_norm: bool = False
     batch_norm_momentum: float | None = None
     head_final_activation: bool = True
@@ -104,7 +104,11 @@ class Recipe:
         _checks.fraction("erasing", self.erasing)
         if self.batch_norm_momentum is not None:
             _checks.fraction("batch_norm_momentum", self.batch_norm_momentum)
-        _checks.one_of("architecture", self.architecture, tuple(ARCHITECTURES))
+        _checks.one_of(
+            "architecture",
+            architecture_name(self.architecture, warn=False),
+            tuple(ARCHITECTURES),
+        )
 
     def replace(self, **changes: Any) -> Recipe:
         """Returns a copy with some fields changed (`None` values ignored)."""
@@ -127,7 +131,7 @@ RECIPES: dict[str, Recipe] = {
     # with 6x6 class maps (no pooling after the last stage).
     "default": Recipe(
         name="default",
-        architecture="fashion_mnist_6x6",
+        architecture="nin_28_6x6",
         epochs=10,
         batch_size=64,
         learning_rate=0.1,
@@ -147,7 +151,7 @@ RECIPES: dict[str, Recipe] = {
 # The seed's accuracy in minutes: the default's training on a network of half
 # the widths, for 3 epochs, without random erasing (docs/recipes.md).
 RECIPES["quick"] = RECIPES["default"].replace(
-    name="quick", architecture="fashion_mnist_narrow", epochs=3, erasing=0.0
+    name="quick", architecture="nin_28_narrow", epochs=3, erasing=0.0
 )
 
 

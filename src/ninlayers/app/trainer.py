@@ -352,6 +352,8 @@ def build_model(
         test_time_flip=recipe.test_time_flip,
         precision=recipe.precision,
         class_names=data.class_names,
+        # Trained on [0, 1] floats: refuse 0-255 floats instead of misreading.
+        check_input_range=True,
     )
     model.compile(
         optimizer=build_optimizer(recipe, data.steps_per_epoch),
