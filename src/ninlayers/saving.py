@@ -40,6 +40,12 @@ def _check_archive(path: Path) -> None:
             names = set(archive.namelist())
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
         raise ModelFileError(f"Model file {path} is corrupt: {error}") from None
+    except (NotImplementedError, RuntimeError) as error:
+        # A compression method Python cannot read, or an encrypted member.
+        raise ModelFileError(
+            f"Model file {path} cannot be read: {error}. Expected a .keras "
+            "archive as Keras writes it (stored or deflated members)."
+        ) from None
     if bad is not None:
         raise ModelFileError(
             f"Model file {path} is corrupt: its member {bad!r} fails its CRC."

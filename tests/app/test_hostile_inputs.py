@@ -135,6 +135,41 @@ def test_a_damaged_deflated_model_file_is_refused_in_one_line(
     assert_one_error_line(status, err, deflated)
 
 
+def test_a_model_file_compressed_in_an_unreadable_way_is_named(
+    tmp_path, capsys, model_file
+):
+    """Reliability III: a member whose compression method Python cannot read
+    was `unexpected NotImplementedError`, without the file."""
+    odd = tmp_path / "odd.keras"
+    data = bytearray(model_file.read_bytes())
+    # Method 99 (AES, which Python cannot read) in every header.
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        start = data.find(signature)
+        while start != -1:
+            data[start + offset : start + offset + 2] = struct.pack("<H", 99)
+            start = data.find(signature, start + 4)
+    odd.write_bytes(bytes(data))
+    image = tmp_path / "x.png"
+    image.write_bytes(png_bytes())
+    status, _, err = run(capsys, "predict", odd, image)
+    assert_one_error_line(status, err, odd, "compression")
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_model_of_flat_vectors_gets_one_line_not_an_unpacking_error(
+    tmp_path, capsys, command
+):
+    """Reliability III: a Dense model on (784,) was `not enough values to
+    unpack (expected 4, got 2)`."""
+    flat = tmp_path / "flat.keras"
+    keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)]).save(flat)
+    image = tmp_path / "x.png"
+    image.write_bytes(png_bytes())
+    extra = [image] if command == "predict" else ["--limit", 50]
+    status, _, err = run(capsys, command, flat, *extra)
+    assert_one_error_line(status, err, "image models", "(None, 784)")
+
+
 def test_models_that_do_not_fit_the_data_get_one_line(tmp_path, capsys):
     three = tmp_path / "three.keras"
     NiN(num_classes=3, input_shape=(28, 28, 1), architecture=TINY).save(three)

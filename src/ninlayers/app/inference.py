@@ -88,8 +88,18 @@ def input_size(model: keras.Model) -> tuple[int, int, int]:
     """`(height, width, channels)` of the model's images.
 
     A free height or width (`None`) becomes `DEFAULT_IMAGE_SIZE`'s.
+
+    Raises:
+        ValueError: for a model whose input is not a batch of images.
     """
-    _, height, width, channels = model.input_shape
+    shape = model.input_shape
+    if not isinstance(shape, tuple) or len(shape) != 4:
+        raise ValueError(
+            "This command takes image models, whose input is (batch, height, "
+            f"width, channels). Received: model {model.name!r} with input "
+            f"shape {shape}"
+        )
+    _, height, width, channels = shape
     return (height or DEFAULT_IMAGE_SIZE[0], width or DEFAULT_IMAGE_SIZE[1], channels)
 
 
