@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ninlayers import app
-from ninlayers.app import cli
+from ninlayers.app import cli, machine
 
 
 def run_cli(*args, timeout=600):
@@ -75,6 +75,9 @@ def test_train_writes_every_artifact(trained):
     assert elapsed[1] >= train_seconds * (1 - 1e-9)
     assert metrics["train_images_per_second"] > 0
     assert metrics["versions"]["keras"].startswith("3.")
+    # The machine that measured the figures, named (issue 23).
+    assert metrics["machine"]["processor"] and metrics["machine"]["vcpus"] >= 1
+    assert set(metrics["machine"]["kernel_flags"]) <= set(machine.KERNEL_FLAGS)
     assert metrics["recipe"]["name"] == "default"
 
 

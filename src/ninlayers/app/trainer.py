@@ -21,7 +21,7 @@ import numpy as np
 
 from ninlayers import _checks, _keras_compat, explain, runtime
 from ninlayers.app import data as data_lib
-from ninlayers.app import plots
+from ninlayers.app import machine, plots
 from ninlayers.app.artifacts import (
     METRICS_FILE,
     MODEL_FILE,
@@ -518,4 +518,6 @@ def write_artifacts(
         "weights_sha256": weights_digest(model),
         "class_names": data.class_names,
         "versions": versions(),
+        # The processor and its kernel flags: a speed means nothing without.
+        "machine": machine.describe(),
     }
