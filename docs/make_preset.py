@@ -3,8 +3,8 @@
     python docs/make_preset.py RUN_DIR [--preset fashion_mnist]
 
 Loads `RUN_DIR/model.keras`, copies its weights into the preset's model
-(built from `ninlayers.presets.PRESETS[name].config`, so the two must
-match), checks that both predict the same, and writes
+(`NiNImageClassifier.from_preset(name, load_weights=False)`, built from
+`ninlayers.presets.PRESETS[name]`'s configs, so the two must match), checks that both predict the same, and writes
 `src/ninlayers/weights/<name>.weights.h5` (weights only, no optimizer state)
 and `docs/measurements/preset-<name>.json` (the run's `metrics.json`). It
 prints the file's SHA-256 for `PRESETS[name].sha256`.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ninlayers import NiN, presets
+from ninlayers import NiNImageClassifier, presets
 from ninlayers.saving import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--preset", default="fashion_mnist")
     args = parser.parse_args()
     trained = load_model(args.run / "model.keras")
-    model = NiN(**presets.PRESETS[args.preset].config)
+    model = NiNImageClassifier.from_preset(args.preset, load_weights=False)
     model.set_weights(trained.get_weights())
     x = np.random.default_rng(0).integers(0, 256, (64, *model.input_shape[1:]))
     x = x.astype("uint8")

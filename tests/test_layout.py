@@ -123,8 +123,7 @@ def _long_classes(path: Path, limit: int) -> list[str]:
     return [
         f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})"
         for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.ClassDef)
-        and node.end_lineno - node.lineno + 1 > limit
+        if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > limit
     ]
 
 
