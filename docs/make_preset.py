@@ -4,7 +4,8 @@
 
 Loads `RUN_DIR/model.keras`, copies its weights into the preset's model
 (`NiNImageClassifier.from_preset(name, load_weights=False)`, built from
-`ninlayers.presets.PRESETS[name]`'s configs, so the two must match), checks that both predict the same, and writes
+`ninlayers.presets.PRESETS[name]`'s configs, so the two must match),
+checks that both predict the same, and writes
 `src/ninlayers/weights/<name>.weights.h5` (weights only, no optimizer state)
 and `docs/measurements/preset-<name>.json` (the run's `metrics.json`). It
 prints the file's SHA-256 for `PRESETS[name].sha256`.
