@@ -118,7 +118,8 @@ def metadata(model: keras.Model) -> dict[str, Any]:
     Keys: `class_names` (list or `None`), `input_range` (a NiN's, onto
     which integer pixels are mapped; `None` for other models, whose inputs
     are taken as they are), `logits` (whether the outputs are logits rather
-    than probabilities), `input_shape`.
+    than probabilities), `input_shape`, `test_time_flip` (whether the graph
+    averages each image with its mirror image, at twice the work).
 
     Example:
 
@@ -140,6 +141,9 @@ def metadata(model: keras.Model) -> dict[str, Any]:
         "input_range": _input_range(model),
         "logits": bool(heads) and heads[-1].output_activation is None,
         "input_shape": list(model.input_shape[1:]),
+        "test_time_flip": bool(
+            isinstance(model, classifier.NiNImageClassifier) and model.test_time_flip
+        ),
     }
 
 

@@ -73,9 +73,12 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys):
         )
         == 0
     )
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "seed" in printed and "ninlayers" in printed
     result = json.loads((tmp_path / "b.json").read_text())
+    # The processor that measured the figures, in print and in the file.
+    assert result["machine"]["processor"] in printed.splitlines()[0]
     for key in ("train", "predict"):
         rates = result[f"{key}_images_per_second"]
         assert set(rates) >= {"seed", "ninlayers"} and min(rates.values()) > 0
@@ -122,7 +125,7 @@ def test_torch_peer_runs_each_epoch_in_its_own_process(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_keras_backend_peers_train_and_predict_in_their_own_process():
+def test_keras_backend_peers_train_and_predict_in_their_own_process(capfd):
     import keras
 
     from ninlayers.app.benchmark import _backend_peers
@@ -142,3 +145,5 @@ def test_keras_backend_peers_train_and_predict_in_their_own_process():
             peer.close()
     for peer in peers.values():
         assert peer._process.returncode == 0
+    # The children's start-up lines (TensorFlow's, JAX's) stay out of sight.
+    assert "oneDNN" not in capfd.readouterr().err

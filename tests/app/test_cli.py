@@ -66,6 +66,10 @@ def test_train_writes_every_artifact(trained):
     assert metrics["parameters"] > 1_500_000
     assert metrics["test"]["examples"] == 300
     assert len(metrics["history"]["loss"]) == 2
+    # Scores on test images are named so, not validation (issue 23).
+    assert metrics["held_out"].startswith("test (first")
+    assert len(metrics["history"]["test_accuracy"]) == 2
+    assert not any(key.startswith("val_") for key in metrics["history"])
     # Wall-clock time since the run's start at each epoch's end (held-out
     # scoring included): it contains every epoch's training time. (Not the
     # whole fit: the last epoch's backup is written after it.)

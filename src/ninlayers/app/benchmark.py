@@ -112,16 +112,22 @@ class _Peer:
         self._dir = tempfile.TemporaryDirectory(prefix="ninlayers-bench-")
         data = f"{self._dir.name}/data.npz"
         np.savez(data, x=x, y=y)
+        # The child's stderr (TensorFlow's start-up lines) goes to a file,
+        # shown only if the child fails.
+        self._stderr = open(f"{self._dir.name}/stderr.txt", "w+")  # noqa: SIM115
         self._process = subprocess.Popen(
             [sys.executable, *args, data, str(batch_size)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=self._stderr,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={"TF_CPP_MIN_LOG_LEVEL": "3", **os.environ, **(env or {})},
         )
         if self._process.stdout.readline().strip() != "ready":
             self.close()
-            raise RuntimeError(f"The benchmark process {args} did not start.")
+            raise RuntimeError(
+                f"The benchmark process {args} did not start: {self._errors}"
+            )
 
     def ask(self, command: str) -> str:
         """Sends one command and returns the reply when the child is done."""
@@ -129,13 +135,22 @@ class _Peer:
         self._process.stdin.flush()
         reply = self._process.stdout.readline()
         if not reply:
-            raise RuntimeError("A benchmark process ended early.")
+            raise RuntimeError(f"A benchmark process ended early: {self._errors}")
         return reply.strip()
+
+    @property
+    def _errors(self) -> str:
+        """The last lines the child wrote to its stderr."""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        lines = self._stderr.read().strip().splitlines()
+        return " / ".join(lines[-5:]) or "no message"
 
     def close(self) -> None:
         if self._process.poll() is None:
             self._process.stdin.close()
             self._process.wait(timeout=60)
+        self._stderr.close()
         self._dir.cleanup()
 
 
@@ -211,7 +226,7 @@ def run_benchmark(
         the seed.
     """
     from ninlayers import runtime
-    from ninlayers.app import data
+    from ninlayers.app import data, machine
     from ninlayers.errors import DatasetError
 
     try:
@@ -266,6 +281,7 @@ def run_benchmark(
         "ninlayers_precision": models["ninlayers"].dtype_policy.name,
         "ninlayers_jit_compile": bool(models["ninlayers"].jit_compile),
         "cpu_bfloat16": runtime.cpu_supports_bfloat16(),
+        "machine": machine.describe(),
         "train_images_per_second": train,
         "predict_images_per_second": predict,
         "train_seconds": train_s,
@@ -303,9 +319,16 @@ def _against_ceiling(models: dict[str, keras.Model], train: dict) -> dict:
     }
 
 
+def machine_line(info: dict[str, Any]) -> str:
+    from ninlayers.app import machine
+
+    return f"machine: {machine.one_line(info)}"
+
+
 def format_result(result: dict[str, Any]) -> str:
     """Formats `run_benchmark`'s result as a table."""
     lines = [
+        *([machine_line(result["machine"])] if "machine" in result else []),
         f"{result['images']} {result['data']}, batch {result['batch_size']}, "
         f"median of {result['repeats']}; on {result['backend']}, ninlayers "
         f"precision {result['ninlayers_precision']}, XLA "

@@ -85,8 +85,8 @@ class StopOnNaN(keras.callbacks.Callback):
 
 
 class HeldOutScore(keras.callbacks.Callback):
-    """Scores held-out images after each epoch: `val_accuracy` and `val_loss`
-    (unsmoothed cross-entropy) join the epoch's logs.
+    """Scores held-out images after each epoch: `{prefix}_accuracy` and
+    `{prefix}_loss` (unsmoothed cross-entropy) join the epoch's logs.
 
     It runs the model batch by batch on NumPy arrays (`predict_on_batch`)
     rather than through `fit(validation_data=...)`, which starts a new input
@@ -97,11 +97,21 @@ class HeldOutScore(keras.callbacks.Callback):
         x: np.ndarray. Images as the model takes them.
         y: np.ndarray. Integer labels.
         batch_size: int. Images per call.
+        prefix: str. `"val"` for images held out of the training set, as
+            Keras names them; `"test"` for test images, so that nothing
+            reading the logs takes test scores for validation ones.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int = 500,
+        prefix: str = "val",
+    ) -> None:
         super().__init__()
         self.x, self.y, self.batch_size = x, np.asarray(y), batch_size
+        self.prefix = prefix
 
     def on_epoch_end(self, epoch, logs=None):
         from ninlayers.app.inference import probabilities, scores
@@ -116,4 +126,5 @@ class HeldOutScore(keras.callbacks.Callback):
             outputs.append(np.asarray(self.model.predict_on_batch(batch))[: len(batch)])
         probs = probabilities(self.model, np.concatenate(outputs))
         score = scores(probs, self.y)
-        logs["val_accuracy"], logs["val_loss"] = score["accuracy"], score["loss"]
+        logs[f"{self.prefix}_accuracy"] = score["accuracy"]
+        logs[f"{self.prefix}_loss"] = score["loss"]

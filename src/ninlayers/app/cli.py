@@ -77,25 +77,55 @@ def one_line(text: Any, limit: int = 600) -> str:
     return plain if len(plain) <= limit else plain[: limit - 3] + "..."
 
 
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """`--debug` and `--backend`, before the command or after it."""
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=default,
+        help="Keras backend to run on (default: $KERAS_BACKEND, else tensorflow)",
+    )
+
+
+class _Commands(argparse._SubParsersAction):
+    """Sub-commands that also take the global options after their name."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser = super().add_parser(name, **kwargs)
+        # SUPPRESS: given after the command they count, absent they leave the
+        # values parsed before the command alone.
+        _global_options(parser, argparse.SUPPRESS)
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of the `ninlayers` command."""
+    from ninlayers import __version__
+
     parser = argparse.ArgumentParser(
         prog="ninlayers",
         description="Network in Network (NiN) on Fashion-MNIST and your images.",
     )
     parser.add_argument(
-        "--debug", action="store_true", help="show tracebacks on errors"
+        "--version", action="version", version=f"%(prog)s {__version__}"
     )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help="Keras backend to run on (default: $KERAS_BACKEND, else tensorflow)",
+    _global_options(parser, None)
+    parser.set_defaults(debug=False)
+    parser.register("action", "parsers", _Commands)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do"
     )
-    commands = parser.add_subparsers(dest="command", required=True)
 
     _add_train(commands)
     _add_inference(commands)
     return parser
+
+
+_DATA_DIR_HELP = "directory of the Fashion-MNIST IDX files (default: found)"
+_INVERT_HELP = "for dark objects on a light background"
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
@@ -115,9 +145,13 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         default="runs/fashion-mnist",
         help="output directory (default: %(default)s)",
     )
-    train.add_argument("--epochs", type=_positive_int)
-    train.add_argument("--batch-size", type=_positive_int)
-    train.add_argument("--learning-rate", type=_positive_float)
+    train.add_argument("--epochs", type=_positive_int, help="default: the recipe's")
+    train.add_argument("--batch-size", type=_positive_int, help="default: the recipe's")
+    train.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        help="peak learning rate (default: the recipe's)",
+    )
     train.add_argument(
         "--architecture",
         help=f"one of {', '.join(ARCHITECTURES)} (default: the recipe's) or a "
@@ -128,14 +162,20 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         type=_positive_int,
         help="resize images to this square size (default 28)",
     )
-    train.add_argument("--precision", choices=PRECISIONS)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="default: the recipe's (auto: bfloat16 on CPUs with it)",
+    )
+    train.add_argument(
+        "--seed", type=int, default=0, help="random seed (default: %(default)s)"
+    )
     train.add_argument(
         "--deterministic",
         action="store_true",
         help="TensorFlow op determinism: identical reruns",
     )
-    train.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
+    train.add_argument("--data-dir", help=_DATA_DIR_HELP)
     train.add_argument(
         "--image-folder", help="train on these images (one sub-folder per class)"
     )
@@ -181,31 +221,62 @@ def _add_inference(commands: argparse._SubParsersAction) -> None:
     )
     evaluate = commands.add_parser("evaluate", help="test accuracy of a model")
     evaluate.add_argument("model", help=model_help)
-    evaluate.add_argument("--data-dir")
-    evaluate.add_argument("--image-folder")
-    evaluate.add_argument("--limit", type=_positive_int)
+    evaluate.add_argument("--data-dir", help=_DATA_DIR_HELP)
+    evaluate.add_argument(
+        "--image-folder",
+        help="score on these images (one sub-folder per class) instead",
+    )
+    evaluate.add_argument(
+        "--limit", type=_positive_int, help="score only the first N test images"
+    )
 
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument("model", help=model_help)
-    predict.add_argument("images", nargs="+")
-    predict.add_argument("--top", type=_positive_int, default=3)
+    predict.add_argument("images", nargs="+", help="PNG, JPEG or any Pillow image")
     predict.add_argument(
-        "--invert", action="store_true", help="for dark objects on a light background"
+        "--top",
+        type=_positive_int,
+        default=3,
+        help="classes to list per image (default: %(default)s)",
+    )
+    predict.add_argument("--invert", action="store_true", help=_INVERT_HELP)
+    predict.add_argument(
+        "--json", action="store_true", help="one JSON object per image, a line each"
     )
 
     cam = commands.add_parser("cam", help="draw class activation maps")
     cam.add_argument("model", help=model_help)
-    cam.add_argument("images", nargs="+")
-    cam.add_argument("--output", "-o", default="cam.png")
-    cam.add_argument("--invert", action="store_true")
+    cam.add_argument("images", nargs="+", help="PNG, JPEG or any Pillow image")
+    cam.add_argument(
+        "--output",
+        "-o",
+        default="cam.png",
+        help="picture to write, or a folder for cam.png (default: %(default)s)",
+    )
+    cam.add_argument("--invert", action="store_true", help=_INVERT_HELP)
 
     _add_export(commands)
     bench = commands.add_parser(
         "benchmark", help="time the seed's Keras NiN against ninlayers' defaults"
     )
-    bench.add_argument("--images", type=_positive_int, default=2048)
-    bench.add_argument("--repeats", type=_positive_int, default=3)
-    bench.add_argument("--batch-size", type=_positive_int, default=64)
+    bench.add_argument(
+        "--images",
+        type=_positive_int,
+        default=2048,
+        help="training images per repeat (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=3,
+        help="timed repeats of each path, all kept (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        help="training batch size (default: %(default)s)",
+    )
     bench.add_argument(
         "--no-torch", action="store_true", help="leave PyTorch out even when installed"
     )
@@ -259,14 +330,19 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         help="an int8 .tflite file's input type; uint8 takes pixels 0-255 "
         "(default: %(default)s)",
     )
-    export.add_argument("--output-type", choices=IO_TYPES, default="float32")
+    export.add_argument(
+        "--output-type",
+        choices=IO_TYPES,
+        default="float32",
+        help="an int8 .tflite file's output type (default: %(default)s)",
+    )
     export.add_argument(
         "--calibration-images",
         type=_positive_int,
         default=500,
         help="training images for --int8 (default: %(default)s)",
     )
-    export.add_argument("--data-dir")
+    export.add_argument("--data-dir", help=_DATA_DIR_HELP)
     export.add_argument(
         "--image-folder", help="calibrate on these images instead of Fashion-MNIST"
     )
@@ -276,10 +352,15 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         dest="test_time_flip",
         action="store_const",
         const=True,
-        help="average each image with its mirror image (twice the cost)",
+        help="average each image with its mirror image: twice the work per "
+        "image (default: the model's own setting)",
     )
     flip.add_argument(
-        "--no-test-time-flip", dest="test_time_flip", action="store_const", const=False
+        "--no-test-time-flip",
+        dest="test_time_flip",
+        action="store_const",
+        const=False,
+        help="one pass per image: half the work of a flipping model",
     )
 
 
@@ -347,9 +428,21 @@ def _predict(args: argparse.Namespace) -> None:
     for result in app.predict(
         args.model, args.images, top=args.top, invert=args.invert
     ):
+        if args.json:
+            print(json.dumps(_json_result(result)), flush=True)
+            continue
         ranked = ", ".join(f"{safe_text(c)} {p:.3f}" for c, p in result["top"])
         name, label = safe_text(result["image"]), safe_text(result["class"])
         print(f"{name}: {label} ({ranked})")
+
+
+def _json_result(result: dict[str, Any]) -> dict[str, Any]:
+    """One image's prediction as plain JSON types."""
+    return {
+        "image": str(result["image"]),
+        "class": str(result["class"]),
+        "top": [{"class": str(c), "probability": float(p)} for c, p in result["top"]],
+    }
 
 
 def _cam(args: argparse.Namespace) -> None:
@@ -375,10 +468,17 @@ def _export(args: argparse.Namespace) -> None:
         test_time_flip=args.test_time_flip,
     )
     kind = "int8" if written["int8"] else "float32"
+    flip = (
+        "averages each image with its mirror image (twice the work; "
+        "--no-test-time-flip halves it)"
+        if written["test_time_flip"]
+        else "one pass per image (--test-time-flip averages with the mirror "
+        "image at twice the work)"
+    )
     print(
         f"wrote {safe_text(written['path'])} ({written['format']}, {kind}, "
-        f"{written['bytes'] / 1e6:.1f} MB); check it with: ninlayers evaluate "
-        f"{safe_text(written['path'])}"
+        f"{written['bytes'] / 1e6:.1f} MB); it {flip}; check it with: "
+        f"ninlayers evaluate {safe_text(written['path'])}"
     )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ninlayers import export, exported
 from ninlayers.app import data, inference
+from ninlayers.classifier import NiNImageClassifier
 
 __all__ = ["export_model", "load_calibration_images"]
 
@@ -73,7 +74,9 @@ def export_model(
         test_time_flip: bool or `None` (the model's setting).
 
     Returns:
-        dict: `path`, `format`, `int8`, `bytes` (the file's or folder's size).
+        dict: `path`, `format`, `int8`, `test_time_flip` (whether the file
+        averages each image with its mirror image), `bytes` (the file's or
+        folder's size).
     """
     model = inference._as_model(model)
     if isinstance(model, exported.ExportedModel):
@@ -102,5 +105,10 @@ def export_model(
         "path": str(path),
         "format": export.format_of(path) if format is None else format,
         "int8": bool(int8),
+        "test_time_flip": (
+            bool(test_time_flip)
+            if test_time_flip is not None
+            else isinstance(model, NiNImageClassifier) and model.test_time_flip
+        ),
         "bytes": sum(p.stat().st_size for p in files),
     }

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ninlayers import export, exported
-from ninlayers.app import benchmark, data, inference
+from ninlayers.app import benchmark, data, inference, machine
 
 __all__ = ["format_deployment", "run_deployment_benchmark"]
 
@@ -155,6 +155,7 @@ def run_deployment_benchmark(
         single=single,
         test_time_flip=test_time_flip,
         keras_precision=keras_model.dtype_policy.name,
+        machine=machine.describe(),
     )
     if print_fn is not None:
         print_fn(format_deployment(result))
@@ -181,6 +182,7 @@ def _summarize(batch_s, latency_s, scores, images) -> dict[str, Any]:
 def format_deployment(result: dict[str, Any]) -> str:
     """`run_deployment_benchmark`'s result as a table, with the goal lines."""
     lines = [
+        *([f"machine: {machine.one_line(result['machine'])}"] * ("machine" in result)),
         f"{result['model']}, test-time flip {result['test_time_flip']}: "
         f"{result['images']} test images at batch 64 (the seed: 32) and "
         f"{result['single']} at batch 1, median of {result['repeats']} "

@@ -1,6 +1,7 @@
 """One run per output directory: an advisory lock the kernel releases.
 
-`OutputLock` holds `fcntl.flock` on `DIR/.lock` for the length of a run. A
+`OutputLock` holds `fcntl.flock` (`msvcrt.locking` where there is no
+`fcntl`, as on Windows) on `DIR/.lock` for the length of a run. A
 second run into the same directory is refused at once, naming the process
 that holds it. The kernel drops the lock when its process ends, however it
 ends (SIGKILL included), so a lock left by a dead run is taken over.
@@ -8,7 +9,6 @@ ends (SIGKILL included), so a lock left by a dead run is taken over.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 from pathlib import Path
@@ -48,10 +48,11 @@ class OutputLock:
         self.directory.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 200).decode("utf-8", "replace").strip()
+            if not _try_lock(fd):
+                try:
+                    holder = os.read(fd, 200).decode("utf-8", "replace").strip()
+                except OSError:  # a locked region cannot be read on Windows
+                    holder = ""
                 os.close(fd)
                 raise TrainingError(
                     f"{self.directory} is in use by another ninlayers run "
@@ -82,6 +83,37 @@ class OutputLock:
             return
         # Unlink while still holding the lock, so no one locks a dead file.
         self.path.unlink(missing_ok=True)
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        _unlock(self._fd)
         os.close(self._fd)
         self._fd = None
+
+
+def _try_lock(fd: int) -> bool:
+    """Takes the lock of `fd` without waiting; `False` if another holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_UN)

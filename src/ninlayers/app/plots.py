@@ -47,8 +47,8 @@ def plot_history(
     """Plots loss and accuracy per epoch, training and held out.
 
     Args:
-        history: dict. `keras.callbacks.History.history`; its `val_` keys
-            are the held-out curves.
+        history: dict. `keras.callbacks.History.history`; its `val_` (or,
+            for test images, `test_`) keys are the held-out curves.
         path: str or path. The PNG to write.
         held_out_label: str. What the held-out images were, for the legend.
 
@@ -58,7 +58,7 @@ def plot_history(
     fig = _figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
-        for prefix, style in (("", "-o"), ("val_", "-s")):
+        for prefix, style in (("", "-o"), ("val_", "-s"), ("test_", "-s")):
             values = history.get(prefix + key)
             if values:
                 epochs = np.arange(1, len(values) + 1)

@@ -422,7 +422,11 @@ def fit(
     # In this order: the timer stops before the held-out scoring, whose
     # scores (and the time elapsed with them) join the logs before the
     # backup records them.
-    held_out = HeldOutScore(*data.held_out, batch_size=EVAL_BATCH_SIZE)
+    held_out = HeldOutScore(
+        *data.held_out,
+        batch_size=EVAL_BATCH_SIZE,
+        prefix="val" if data.held_out_label == "validation" else "test",
+    )
     callbacks = [nan_guard, timer, held_out, Elapsed(start), backup]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
