@@ -2,18 +2,16 @@
 
 - `import ninlayers` loads no `ninlayers.app` module, and no matplotlib or
   Pillow beyond what Keras itself imports;
-- no library module imports `ninlayers.app` (the deprecated shims of the old
-  module paths aside, which exist to forward there);
+- no library module imports `ninlayers.app`;
 - no function body is longer than 80 lines; `train()` at most 60;
 - no class is longer than 300 lines, `NiN` at most 150; `presets.py` is data
   and imports no model module;
-- the old module paths still work, with a `DeprecationWarning`.
+- the module paths removed in 0.3.0 fail naming their new place.
 """
 
 import ast
-import subprocess
-import sys
-import textwrap
+import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -22,10 +20,7 @@ import ninlayers
 from helpers import run_python
 
 SRC = Path(ninlayers.__file__).parent
-# The deprecated shims of the old module paths forward to ninlayers.app by
-# design; every other library module is checked.
-SHIMS = {f"{name}.py" for name in ninlayers._MOVED_MODULES}
-LIBRARY = [p for p in sorted(SRC.glob("*.py")) if p.name not in SHIMS]
+LIBRARY = sorted(SRC.glob("*.py"))
 
 
 def _imports(path: Path) -> set[str]:
@@ -146,52 +141,12 @@ def test_presets_are_data_importing_no_model_module():
     assert "ninlayers.errors" in imported  # the checker sees its imports
 
 
-OLD_PATHS = {
-    "ninlayers.experiment": ("train", "ninlayers.app.trainer"),
-    "ninlayers.datasets": ("load_fashion_mnist", "ninlayers.app.data"),
-    "ninlayers.training": ("build_optimizer", "ninlayers.app.recipes"),
-    "ninlayers.plots": ("plot_history", "ninlayers.app.plots"),
-    "ninlayers.benchmark": ("run_benchmark", "ninlayers.app.benchmark"),
-    "ninlayers.cli": ("main", "ninlayers.app.cli"),
-}
-
-
-@pytest.mark.parametrize("old", sorted(OLD_PATHS))
-def test_old_module_paths_work_with_a_deprecation_warning(old):
-    name, new = OLD_PATHS[old]
-    code = f"""
-        import warnings
-        warnings.simplefilter("error", DeprecationWarning)
-        try:
-            import {old}
-        except DeprecationWarning as warning:
-            print("warned:", warning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import importlib
-        old = importlib.import_module("{old}")
-        new = importlib.import_module("{new}")
-        print(getattr(old, "{name}") is getattr(new, "{name}"))
-    """
-    out = run_python(textwrap.dedent(code))
-    assert f"warned: {old} moved to" in out and "0.3.0" in out
-    assert out.strip().endswith("True")
-
-
-def test_old_top_level_names_warn_and_resolve():
-    with pytest.warns(DeprecationWarning, match="ninlayers.app.recipes"):
-        recipes = ninlayers.RECIPES
-    from ninlayers.app.recipes import RECIPES
-
-    assert recipes is RECIPES
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        ninlayers.nope  # noqa: B018
-
-
-def test_python_dash_m_old_cli_still_runs():
-    result = subprocess.run(
-        [sys.executable, "-m", "ninlayers.cli", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0 and "train" in result.stdout
+@pytest.mark.parametrize("name", sorted(ninlayers._MOVED))
+def test_paths_removed_in_0_3_0_name_their_new_place(name):
+    """0.2.0 promised the old module paths would go in 0.3.0."""
+    with pytest.raises(AttributeError, match=ninlayers._MOVED[name]):
+        getattr(ninlayers, name)
+    target = ninlayers._MOVED[name].removesuffix(f".{name}")
+    assert importlib.import_module(target) is not None
+    if not name[0].isupper():  # a module path: gone, not forwarded
+        assert importlib.util.find_spec(f"ninlayers.{name}") is None

@@ -15,13 +15,11 @@ application, `ninlayers.app`, which this package never imports.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
 
 from ninlayers import errors, explain, export, pixels, presets, runtime, saving
-from ninlayers._deprecated import warn_moved
 from ninlayers.backbone import ARCHITECTURES, BlockSpec, NiNBackbone, minimum_input_size
 from ninlayers.classifier import NiNImageClassifier
 from ninlayers.errors import (
@@ -67,29 +65,24 @@ __all__ = [
     "saving",
 ]
 
-# Names that moved to the application in 0.2.0, reachable here with a
-# DeprecationWarning until 0.3.0: old module -> new module, and old
-# top-level names -> (module, attribute).
-_MOVED_MODULES = {
+# Where the paths removed in 0.3.0 went (they moved to the application in
+# 0.2.0): an old name fails with one line naming its new place.
+_MOVED = {
     "benchmark": "ninlayers.app.benchmark",
     "cli": "ninlayers.app.cli",
     "datasets": "ninlayers.app.data",
     "experiment": "ninlayers.app",
     "plots": "ninlayers.app.plots",
     "training": "ninlayers.app.recipes",
-}
-_MOVED_NAMES = {
-    "RECIPES": "ninlayers.app.recipes",
-    "Recipe": "ninlayers.app.recipes",
+    "RECIPES": "ninlayers.app.recipes.RECIPES",
+    "Recipe": "ninlayers.app.recipes.Recipe",
 }
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MOVED_MODULES:
-        # Importing the old module path runs its shim, which warns.
-        return importlib.import_module(f"ninlayers.{name}")
-    if name in _MOVED_NAMES:
-        target = _MOVED_NAMES[name]
-        warn_moved(f"ninlayers.{name}", f"{target}.{name}")
-        return getattr(importlib.import_module(target), name)
+    if name in _MOVED:
+        raise AttributeError(
+            f"ninlayers.{name} moved to {_MOVED[name]} in 0.2.0 and its old "
+            f"path was removed in 0.3.0: use {_MOVED[name]}."
+        )
     raise AttributeError(f"module 'ninlayers' has no attribute {name!r}")

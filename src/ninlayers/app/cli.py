@@ -213,7 +213,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_inference(commands: argparse._SubParsersAction) -> None:
-    """The arguments of `evaluate`, `predict`, `cam` and `benchmark`."""
+    """The arguments of `evaluate`, `predict` and `cam` (and the others')."""
     model_help = (
         "a .keras file, a `ninlayers train` output directory, a preset "
         "name such as fashion_mnist (pretrained, in the package), or an "
@@ -256,6 +256,11 @@ def _add_inference(commands: argparse._SubParsersAction) -> None:
     cam.add_argument("--invert", action="store_true", help=_INVERT_HELP)
 
     _add_export(commands)
+    _add_benchmark(commands)
+
+
+def _add_benchmark(commands: argparse._SubParsersAction) -> None:
+    """The `benchmark` command's arguments."""
     bench = commands.add_parser(
         "benchmark", help="time the seed's Keras NiN against ninlayers' defaults"
     )
