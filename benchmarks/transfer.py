@@ -13,6 +13,10 @@ the labelled images with replacement; compile()'s other defaults):
   num_classes=10)`, every weight trained;
 - `frozen trunk`: the same with `backbone.trainable = False` (the head alone).
 
+Every arm's batch norms use momentum 0.9 (NiN's default): with the preset's
+0.99, a few hundred steps leave the moving statistics that inference uses
+far behind the weights, and the scratch arm scored 0.10-0.17 (chance).
+
 Prints held-out accuracy per arm (mean and every seed) and writes every run,
 with the machine, to `--json`.
 
@@ -64,15 +68,20 @@ def labelled(x, y, per_class: int | None, seed: int):
     return x[keep], y[keep]
 
 
+MOMENTUM = 0.9
+
+
 def model_for(arm: str) -> NiNImageClassifier:
     if arm == "scratch":
         preset = presets.get("fashion_mnist")
         return NiNImageClassifier(
-            NiNBackbone(**preset.backbone),
+            NiNBackbone(**{**preset.backbone, "batch_norm_momentum": MOMENTUM}),
             num_classes=10,
             head_final_activation=False,
         )
-    model = NiNImageClassifier.from_preset("fashion_mnist", num_classes=10)
+    model = NiNImageClassifier.from_preset(
+        "fashion_mnist", num_classes=10, batch_norm_momentum=MOMENTUM
+    )
     model.backbone.trainable = arm != "frozen trunk"
     return model
 

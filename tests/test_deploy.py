@@ -83,6 +83,11 @@ def test_float_files_predict_like_keras_and_keep_the_metadata(trained, tmp_path,
     )
     assert served.class_names == CLASSES and served.int8 is False
     assert served.input_shape == (None, 16, 16, 1) and served.output_shape == (None, 2)
+    # Numbers that cannot be pixels are refused, and the next batch runs.
+    with pytest.raises(ValueError, match="NaN"):
+        served.predict(np.full((1, 16, 16, 1), np.nan, "float32"))
+    with pytest.raises(ValueError, match=r"\[0, 255\]"):
+        served.predict(np.full((1, 16, 16, 1), 4000, "int32"))
     # Raw pixels are mapped as the Keras model maps them.
     pixels = np.round(x_test * 255).astype("uint8")
     np.testing.assert_allclose(

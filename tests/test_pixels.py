@@ -96,3 +96,28 @@ def test_pixel_maximum_by_dtype():
     assert pixels.pixel_maximum("int64") == 255.0
     assert pixels.pixel_maximum("uint16") == 65535.0
     assert pixels.pixel_maximum("bfloat16") is None
+
+
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        (np.full((1, 16, 16, 1), np.nan, "float32"), "NaN or infinite"),
+        (np.full((1, 16, 16, 1), np.inf, "float64"), "NaN or infinite"),
+        (np.full((1, 16, 16, 1), 300, "int32"), r"\[0, 255\]"),
+        (np.full((1, 16, 16, 1), -1, "int16"), r"\[0, 255\]"),
+    ],
+)
+def test_numbers_that_cannot_be_pixels_are_refused_by_every_numpy_entry(
+    model, bad, fragment
+):
+    """Reliability III: an int32 image of 0-65535 was read as 0-255 pixels."""
+    for call in (
+        lambda: model.predict(bad, verbose=0),
+        lambda: model(bad),
+        lambda: model.evaluate(bad, np.zeros(len(bad)), verbose=0),
+    ):
+        with pytest.raises(ValueError, match=fragment):
+            call()
+    # The full ranges of their dtypes pass.
+    model.predict(np.full((1, 16, 16, 1), 65535, "uint16"), verbose=0)
+    model.predict(np.full((1, 16, 16, 1), 255, "int32"), verbose=0)

@@ -114,6 +114,7 @@ class ExportedModel:
         """
         del verbose
         x = np.asarray(x)
+        pixels.check_pixels(x)
         if self.input_range is not None:
             pixels.check_float_range(x, self.input_range)
             x = pixels.to_input_range(x, self.input_range)

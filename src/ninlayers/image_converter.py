@@ -97,11 +97,13 @@ class NiNImageConverter(keras.layers.Layer):
         happens in `call`.
 
         Raises:
-            ValueError: with `check_range`, for NumPy floats far outside
-                `input_range`.
+            ValueError: for numbers that cannot be pixels (NaN, infinities,
+                integers outside their dtype's pixel range), and with
+                `check_range` for NumPy floats far outside `input_range`.
         """
         if not isinstance(images, np.ndarray):
             return images
+        pixels.check_pixels(images)
         if self.check_range:
             pixels.check_float_range(images, self.input_range)
         # Mapped here: PyTorch has no uint16 tensors (Keras would pass int32).

@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "DEFAULT_INPUT_RANGE",
     "check_float_range",
+    "check_pixels",
     "pixel_maximum",
     "to_input_range",
 ]
@@ -81,4 +82,43 @@ def check_float_range(images: Any, input_range: tuple[float, float]) -> None:
             f"model expects floats in [{low:g}, {high:g}]. Pass integer pixels "
             "(uint8 0-255) as they are, or scale floats to that range "
             f"(0-255 floats: divide by 255). Received: images of dtype {images.dtype}"
+        )
+
+
+def check_pixels(images: Any) -> None:
+    """Raises if a NumPy array holds numbers that cannot be pixels.
+
+    Floats must be finite; integers must lie in the range their dtype is
+    mapped from (`pixel_maximum`: 0-255, or 0-65535 for `uint16`): an
+    `int32` image holding 0-65535, or negative values, would otherwise be
+    mapped as if it held 0-255 and answered silently wrong.
+
+    Raises:
+        ValueError: naming what was found and what was expected.
+
+    >>> check_pixels(np.array([0, 300], "int32"))
+    Traceback (most recent call last):
+    ...
+    ValueError: Integer images of dtype int32 must hold pixels in [0, 255]...
+    """
+    if not isinstance(images, np.ndarray) or not images.size:
+        return
+    if images.dtype.kind == "f":
+        if not np.isfinite(images).all():
+            bad = int(np.size(images) - np.count_nonzero(np.isfinite(images)))
+            raise ValueError(
+                f"The images hold {bad} NaN or infinite value(s): pixels must "
+                f"be finite numbers. Received: images of dtype {images.dtype}"
+            )
+        return
+    top = pixel_maximum(images.dtype)
+    if top is None or images.dtype.kind not in "iu":
+        return
+    low, high = int(images.min()), int(images.max())
+    if low < 0 or high > top:
+        raise ValueError(
+            f"Integer images of dtype {images.dtype} must hold pixels in "
+            f"[0, {top:g}] (uint16: [0, 65535]). Received: values in "
+            f"[{low}, {high}]; pass uint16 for 16-bit pixels, or floats in the "
+            "model's range"
         )
