@@ -82,7 +82,7 @@ class ExportedModel:
             raise
         except Exception as error:  # each runtime raises its own types
             raise ModelFileError(
-                f"{self.path} is not a {self.format} file its runtime can load: "
+                f"{self.path} is not a {self.format} file that its runtime can load: "
                 f"{type(error).__name__}: {error}"
             ) from None
         self.metadata: dict[str, Any] = self._runner.metadata

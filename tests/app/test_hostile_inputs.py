@@ -331,3 +331,60 @@ def test_mutated_model_files_load_or_raise_model_file_error(
         assert str(path) in str(error)
     else:
         assert model.output_shape == (None, 10)
+
+
+_EXPORTED_FUZZ = """
+import sys
+import numpy as np
+from ninlayers.errors import ModelFileError
+from ninlayers.exported import ExportedModel
+
+source, cases = sys.argv[1], int(sys.argv[2])
+data = open(source, "rb").read()
+rng = np.random.default_rng(0)
+outcomes = {"refused": 0, "ran": 0}
+for case in range(cases):
+    mutant = bytearray(data)
+    for _ in range(int(rng.integers(1, 16))):
+        mutant[int(rng.integers(len(mutant)))] = int(rng.integers(256))
+    cut = int(rng.integers(0, len(mutant) // 2)) if case % 3 == 0 else 0
+    path = source + f".mutant{case}" + source[source.rindex("."):]
+    open(path, "wb").write(bytes(mutant[: len(mutant) - cut]))
+    print("case", case, flush=True)  # the last line names a crashing case
+    try:
+        model = ExportedModel(path)
+        model.predict(np.zeros((1, 16, 16, 1), "uint8"))
+    except ModelFileError as error:
+        assert path in str(error), error
+        outcomes["refused"] += 1
+    except ValueError:  # metadata that does not fit the graph, refused
+        outcomes["refused"] += 1
+    else:
+        outcomes["ran"] += 1
+print(outcomes)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
+def test_mutated_exported_files_load_or_are_refused_never_crashing(tmp_path, suffix):
+    """The runtimes are C++: a damaged file must give one error naming it,
+    never kill the process. Run in a child, so a crash fails this test."""
+    import subprocess
+    import sys
+
+    from ninlayers import export
+
+    source = tmp_path / f"model{suffix}"
+    export.export(
+        NiN(input_shape=(16, 16, 1), architecture=TINY, precision="float32"), source
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _EXPORTED_FUZZ, str(source), "60"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    last = (result.stdout.strip().splitlines() or ["nothing"])[-1]
+    assert result.returncode == 0, f"{last}: {result.stderr[-2000:]}"
+    assert "refused" in last

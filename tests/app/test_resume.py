@@ -325,3 +325,57 @@ def test_starting_over_discards_damaged_checkpoints_before_writing_new_ones(
         crashed_run(out, monkeypatch, epochs=3)
     assert seen[0] == ["epoch-0001.json"]
     assert seen[-1] == ["epoch-0002.json", "epoch-0003.json"]
+
+
+def _terminate_after_first_epoch(out, prefix):
+    """Starts a long run, sends SIGTERM once its first checkpoint exists."""
+    import time
+
+    args = ["train", "--train-limit", "2048", "--test-limit", "64"]
+    args += ["--epochs", "40", "--architecture", json.dumps(TINY), "--verbose", "0"]
+    command = [sys.executable, *prefix, *args, "--output", str(out)]
+    process = subprocess.Popen(
+        command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not list((out / "backup").glob("*.json")):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.2)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr, time.monotonic() - sent, args
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "prefix",
+    [["-m", "ninlayers_cli"], ["-m", "ninlayers_cli", "--backend", "jax"]],
+    ids=["tensorflow", "jax via --backend"],
+)
+def test_sigterm_stops_in_one_line_keeping_the_backup_and_the_command_resumes(
+    tmp_path, prefix
+):
+    """Reliability III: what a batch scheduler sends before SIGKILL."""
+    out = tmp_path / "run"
+    status, stderr, seconds, args = _terminate_after_first_epoch(out, prefix)
+    assert status == 143, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("ninlayers")]
+    assert len(lines) == 1 and "SIGTERM" in lines[0] and "resumes" in lines[0]
+    assert "Traceback" not in stderr
+    assert seconds < 60  # an epoch of this run takes about a second
+    assert not (out / "metrics.json").exists()
+    # The last complete epoch's checkpoint, whole: both of its files.
+    kept = sorted(p.stem for p in (out / "backup").glob("epoch-*.json"))
+    assert kept and (out / "backup" / f"{kept[-1]}.keras").is_file()
+    rerun = subprocess.run(
+        [sys.executable, *prefix, *args, "--output", str(out)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] >= 1 and len(metrics["history"]["loss"]) == 40

@@ -547,8 +547,38 @@ def _active_backend() -> str:
 def _rerun_on(backend: str, argv: Sequence[str]) -> int:
     """Runs the same command in a new process on `backend`: Keras chooses
     its backend once, when it is imported, and this process already has."""
+    import signal
+    import threading
+
     command = [sys.executable, "-m", "ninlayers_cli", *argv]
-    return subprocess.call(command, env={**os.environ, "KERAS_BACKEND": backend})
+    child = subprocess.Popen(command, env={**os.environ, "KERAS_BACKEND": backend})
+    if threading.current_thread() is threading.main_thread():
+        # A scheduler's SIGTERM reaches this process: pass it on, so the run
+        # stops as it would without --backend, instead of being orphaned.
+        signal.signal(signal.SIGTERM, lambda signum, _: child.send_signal(signum))
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # Ctrl-C reaches the child too
+        return child.wait()
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, what a batch scheduler sends before SIGKILL."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _stop_on_sigterm() -> None:
+    """Makes SIGTERM end the command as Ctrl-C does: at the next Python
+    instruction, through the same clean-up (every file is written
+    atomically, so a run keeps the backup of its last complete epoch)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -557,8 +587,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.backend is not None and args.backend != _active_backend():
         return _rerun_on(args.backend, sys.argv[1:] if argv is None else argv)
+    _stop_on_sigterm()
     try:
         return _run(args)
+    except _Terminated:
+        print(
+            "ninlayers: terminated (SIGTERM); a training run keeps the backup "
+            "of its last complete epoch: the same command resumes it",
+            file=sys.stderr,
+        )
+        return 143
     except KeyboardInterrupt:
         print("ninlayers: interrupted", file=sys.stderr)
         return 130
