@@ -191,3 +191,43 @@ def test_bad_files_and_missing_runtimes_are_one_clear_error(
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingDependencyError, match=r"ninlayers\[onnx\]"):
         ExportedModel(export.export(model, tmp_path / "m.onnx"))
+
+
+def test_an_export_that_fails_leaves_the_previous_file_whole(
+    trained, tmp_path, monkeypatch
+):
+    """Reliability III: exports are atomic, like training's artifacts."""
+    model = trained[0]
+    path = export.export(model, tmp_path / "m.tflite")
+    before = path.read_bytes()
+
+    import pathlib
+
+    def half_then_full_disk(self, data):
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", half_then_full_disk)
+    with pytest.raises(OSError, match="No space"):
+        export.export(model, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
+
+
+def test_a_saved_model_never_mixes_into_a_folder_of_other_things(trained, tmp_path):
+    model = trained[0]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"mine")
+    with pytest.raises(ValueError, match="not a SavedModel") as info:
+        export.export(model, folder, format="saved_model")
+    assert "\n" not in str(info.value)
+    assert sorted(p.name for p in folder.iterdir()) == ["holiday.jpg"]
+    # Over its own earlier export (or an empty folder) it replaces it whole.
+    served = tmp_path / "served"
+    served.mkdir()
+    export.export(model, served, format="saved_model")
+    export.export(model, served, format="saved_model", test_time_flip=True)
+    assert ExportedModel(served).metadata["test_time_flip"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "served"]

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -174,43 +175,44 @@ def export(
 ) -> Path:
     """Exports a model for deployment, in float32 or full-integer int8.
 
-    Args:
-        model: keras.Model. A `NiN`, or any functional or Sequential model
-            (of ninlayers layers or not), in any dtype policy: the file
-            computes in float32 (or int8).
-        path: str or path. The file to write (a directory for a SavedModel).
-        format: str or `None`. One of `FORMATS`; `None` takes it from the
-            suffix (`format_of`). Defaults to `None`.
-        int8: bool. Full-integer post-training quantization (weights and
-            activations in int8; `"tflite"` and `"onnx"` only), calibrated
-            on `calibration`. Defaults to `False`.
-        calibration: array of images or `None`. A few hundred images like
-            those the model will see (integer pixels or floats in its
-            input range). Required with `int8=True`.
-        input_type: str. The input type of an int8 TFLite file, one of
-            `IO_TYPES`: `"uint8"` takes quantized pixels, `"float32"` floats.
-            Defaults to `"float32"`.
-        output_type: str. Its output type, one of `IO_TYPES`. Defaults to
-            `"float32"`.
-        test_time_flip: bool or `None`. For a `NiN`, whether the file
-            averages each image with its mirror image (twice the cost);
-            `None` keeps the model's setting. Defaults to `None`.
+        Args:
+            model: keras.Model. A `NiN`, or any functional or Sequential model
+                (of ninlayers layers or not), in any dtype policy: the file
+                computes in float32 (or int8).
+            path: str or path. The file to write (a directory for a SavedModel).
+            format: str or `None`. One of `FORMATS`; `None` takes it from the
+                suffix (`format_of`). Defaults to `None`.
+            int8: bool. Full-integer post-training quantization (weights and
+                activations in int8; `"tflite"` and `"onnx"` only), calibrated
+                on `calibration`. Defaults to `False`.
+            calibration: array of images or `None`. A few hundred images like
+                those the model will see (integer pixels or floats in its
+                input range). Required with `int8=True`.
+            input_type: str. The input type of an int8 TFLite file, one of
+                `IO_TYPES`: `"uint8"` takes quantized pixels, `"float32"` floats.
+                Defaults to `"float32"`.
+            output_type: str. Its output type, one of `IO_TYPES`. Defaults to
+                `"float32"`.
+            test_time_flip: bool or `None`. For a `NiN`, whether the file
+                averages each image with its mirror image (twice the cost);
+                `None` keeps the model's setting. Defaults to `None`.
 
-    Returns:
-        Path of the file or directory.
+        Returns:
+            Path of the file or directory.
 
-    Raises:
-        ValueError: for an unknown format or type, int8 without calibration
-            images or for a SavedModel, or a backend other than TensorFlow.
-        MissingDependencyError: when ONNX export's packages are missing.
+        Raises:
+            ValueError: for an unknown format or type, int8 without calibration
+                images or for a SavedModel, or a backend other than TensorFlow.
+            MissingDependencyError: when ONNX export's packages are missing.
 
-    Example:
+        Example:
 
-    >>> import tempfile
-    >>> from ninlayers import NiN
-    >>> path = export(NiN(), f"{tempfile.mkdtemp()}/nin.tflite")
-    >>> path.suffix
-    '.tflite'
+        >>> import shutil
+    import tempfile
+        >>> from ninlayers import NiN
+        >>> path = export(NiN(), f"{tempfile.mkdtemp()}/nin.tflite")
+        >>> path.suffix
+        '.tflite'
     """
     format = _checks.one_of("format", format or format_of(path), FORMATS)
     input_type = _checks.one_of("input_type", input_type, IO_TYPES)
@@ -223,16 +225,59 @@ def export(
     if int8:
         calibration = _calibration_images(copy, calibration)
     path = Path(path)
-    if format == "saved_model":
-        copy.export(str(path), format="tf_saved_model", verbose=False)
-        (path / _SAVED_MODEL_METADATA).parent.mkdir(exist_ok=True)
-        (path / _SAVED_MODEL_METADATA).write_text(json.dumps(info))
-    elif format == "tflite":
-        flatbuffer = _tflite(copy, calibration, input_type, output_type)
-        path.write_bytes(_with_tflite_metadata(flatbuffer, info))
-    else:
-        _onnx(copy, path, calibration, info)
+    with _atomic_target(path, format) as target:
+        if format == "saved_model":
+            copy.export(str(target), format="tf_saved_model", verbose=False)
+            (target / _SAVED_MODEL_METADATA).parent.mkdir(exist_ok=True)
+            (target / _SAVED_MODEL_METADATA).write_text(json.dumps(info))
+        elif format == "tflite":
+            flatbuffer = _tflite(copy, calibration, input_type, output_type)
+            target.write_bytes(_with_tflite_metadata(flatbuffer, info))
+        else:
+            _onnx(copy, target, calibration, info)
     return path
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path, format: str) -> Iterator[Path]:
+    """Yields a temporary sibling of `path` to write; on success it replaces
+    `path` at once, so a failed, killed or concurrent export never leaves a
+    half-written file or folder there, nor damages a previous export.
+
+    Raises:
+        ValueError: for a SavedModel into a folder holding other things, or
+            a file over a folder (or the reverse).
+    """
+    folder = format == "saved_model"
+    if path.exists():
+        empty = path.is_dir() and not any(path.iterdir())
+        if folder and not empty and not (path / "saved_model.pb").is_file():
+            raise ValueError(
+                f"{path} exists and is not a SavedModel: a SavedModel export "
+                "replaces its folder whole. Choose a new or empty path."
+            )
+        if path.is_dir() != folder:
+            kind = "a folder" if path.is_dir() else "a file"
+            raise ValueError(f"{path} is {kind}; a {format} export cannot replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp{path.suffix}"
+    try:
+        yield tmp
+        if not folder:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        else:
+            old = path.parent / f".{path.name}.{os.getpid()}.old"
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def _check_export(
