@@ -361,3 +361,14 @@ def test_the_quick_recipe_is_the_default_training_on_the_narrow_network(tmp_path
     assert metrics["recipe"]["name"] == "quick"
     assert metrics["architecture"] == "nin_28_narrow"
     assert metrics["parameters"] == NiN(architecture="nin_28_narrow").count_params()
+
+
+def test_the_tutorial_recipe_answers_to_its_old_name_with_a_warning():
+    """"seed" means the random seed; the tutorial's recipe is "tutorial"."""
+    from ninlayers.app import recipes, trainer
+
+    assert "seed" not in recipes.RECIPES
+    with pytest.warns(DeprecationWarning, match="tutorial"):
+        old = trainer.resolve_recipe("seed")
+    assert old == recipes.RECIPES["tutorial"]
+    assert old.name == "tutorial" and old.optimizer == "adam"

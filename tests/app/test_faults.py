@@ -97,7 +97,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_epoch(
     )
     out = tmp_path / "run"
     with pytest.raises(TrainingError) as info:
-        trainer.train("seed", out, epochs=3, train_limit=320, test_limit=50, verbose=0)
+        trainer.train(
+            "tutorial", out, epochs=3, train_limit=320, test_limit=50, verbose=0
+        )
     message = str(info.value)
     assert "epoch 2" in message and "backup" in message
     assert not (out / "model.keras").exists()

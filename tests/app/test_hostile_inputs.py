@@ -194,7 +194,7 @@ def test_a_training_set_too_small_to_split_gets_one_line(tmp_path, capsys):
         capsys,
         "train",
         "--recipe",
-        "seed",
+        "tutorial",
         "--train-limit",
         1,
         "--epochs",

@@ -118,7 +118,7 @@ class Crash(Exception):
 
 def train(out, **overrides):
     settings = dict(
-        recipe="seed",
+        recipe="tutorial",
         output_dir=out,
         epochs=2,
         architecture=TINY,

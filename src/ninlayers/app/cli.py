@@ -1,6 +1,6 @@
 """The `ninlayers` command: a thin shell over `ninlayers.app`.
 
-    ninlayers train [--recipe default|quick|seed] [--output DIR] ...
+    ninlayers train [--recipe default|quick|tutorial] [--output DIR] ...
     ninlayers evaluate MODEL
     ninlayers predict MODEL IMAGE...
     ninlayers cam MODEL IMAGE... -o out.png
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ninlayers import _checks
-from ninlayers.app.recipes import RECIPES
+from ninlayers.app.recipes import RECIPES, RENAMED_RECIPES
 from ninlayers.backbone import ARCHITECTURES, architecture_name
 from ninlayers.export import FORMATS, IO_TYPES
 from ninlayers.runtime import PRECISIONS, STRATEGIES
@@ -136,8 +136,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--recipe",
         default="default",
-        choices=list(RECIPES),
-        help="training recipe (default: %(default)s)",
+        choices=[*RECIPES, *RENAMED_RECIPES],
+        help="training recipe (default: %(default)s; seed: tutorial's old name)",
     )
     train.add_argument(
         "--output",

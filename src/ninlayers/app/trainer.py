@@ -36,6 +36,7 @@ from ninlayers.app.inference import predict_dataset, probabilities, scores
 from ninlayers.app.lock import OutputLock
 from ninlayers.app.recipes import (
     RECIPES,
+    RENAMED_RECIPES,
     Recipe,
     batch_norm_momentum,
     build_loss,
@@ -128,7 +129,8 @@ def train(
     `ninlayers.app.lock`).
 
     Args:
-        recipe: str or Recipe. A name in `RECIPES` (`"default"`, `"seed"`)
+        recipe: str or Recipe. A name in `RECIPES` (`"default"`, `"quick"`,
+            `"tutorial"`)
             or a `Recipe`.
         output_dir: str or path. Where the artifacts go.
         epochs: int or `None`. Overrides the recipe's.
@@ -212,6 +214,16 @@ def train(
 
 def resolve_recipe(recipe: str | Recipe, **overrides: Any) -> Recipe:
     """Returns the named (or given) recipe with the non-`None` overrides."""
+    if isinstance(recipe, str) and recipe in RENAMED_RECIPES:
+        import warnings
+
+        warnings.warn(
+            f"Recipe {recipe!r} is now called {RENAMED_RECIPES[recipe]!r}; the "
+            "old name goes in 0.4.0.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        recipe = RENAMED_RECIPES[recipe]
     if isinstance(recipe, str):
         recipe = RECIPES[_checks.one_of("recipe", recipe, tuple(RECIPES))]
     elif not isinstance(recipe, Recipe):
