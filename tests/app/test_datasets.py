@@ -364,7 +364,7 @@ def test_the_quick_recipe_is_the_default_training_on_the_narrow_network(tmp_path
 
 
 def test_the_tutorial_recipe_answers_to_its_old_name_with_a_warning():
-    """"seed" means the random seed; the tutorial's recipe is "tutorial"."""
+    """ "seed" means the random seed; the tutorial's recipe is "tutorial"."""
     from ninlayers.app import recipes, trainer
 
     assert "seed" not in recipes.RECIPES

@@ -388,3 +388,44 @@ def test_mutated_exported_files_load_or_are_refused_never_crashing(tmp_path, suf
     last = (result.stdout.strip().splitlines() or ["nothing"])[-1]
     assert result.returncode == 0, f"{last}: {result.stderr[-2000:]}"
     assert "refused" in last
+
+
+def test_a_labelled_folder_is_scored_by_its_names_not_its_order():
+    """Reliability III: a score against the wrong labels is the worst silent
+    answer. Sub-folders are matched to the model's class names."""
+    from ninlayers.app.inference import labels_by_name
+
+    model = NiN(
+        num_classes=2,
+        input_shape=(28, 28, 1),
+        architecture=TINY,
+        class_names=["zebra", "apple"],
+    )
+    # load_image_folder numbers sub-folders in sorted order: apple 0, zebra 1.
+    labels = labels_by_name(model, ["apple", "zebra"], np.array([0, 0, 1]), "f")
+    assert labels.tolist() == [1, 1, 0]
+    unnamed = NiN(num_classes=2, input_shape=(28, 28, 1), architecture=TINY)
+    assert labels_by_name(unnamed, ["a", "b"], np.array([1, 0]), "f").tolist() == [
+        1,
+        0,
+    ]
+
+
+def test_a_folder_of_other_classes_is_refused_in_one_line(tmp_path, capsys):
+    model = tmp_path / "named.keras"
+    NiN(
+        num_classes=2,
+        input_shape=(28, 28, 1),
+        architecture=TINY,
+        class_names=["cat", "dog"],
+    ).save(model)
+    for name in ("cat", "wolf"):
+        (tmp_path / "folder" / name).mkdir(parents=True)
+        (tmp_path / "folder" / name / "x.png").write_bytes(png_bytes())
+    status, _, err = run(
+        capsys, "evaluate", model, "--image-folder", tmp_path / "folder"
+    )
+    assert_one_error_line(status, err, "wolf", "cat, dog")
+    # Fashion-MNIST is scored by name too: a model of other classes is refused.
+    status, _, err = run(capsys, "evaluate", model, "--limit", 20)
+    assert_one_error_line(status, err, "Fashion-MNIST", "T-shirt/top")

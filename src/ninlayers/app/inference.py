@@ -251,6 +251,35 @@ def predict_dataset(
     return np.concatenate(probs), np.concatenate(labels)
 
 
+def labels_by_name(
+    model: Any, folders: Sequence[str], labels: np.ndarray, where: Any
+) -> np.ndarray:
+    """A labelled folder's labels as the model's class indices.
+
+    A model with class names scores each sub-folder as the class of the same
+    name, whatever the order; without names, sub-folders are classes in
+    sorted order.
+
+    Raises:
+        ValueError: naming the sub-folders that are none of the model's
+            classes.
+    """
+    names = None
+    if isinstance(model, (NiNImageClassifier, exported.ExportedModel)):
+        names = model.class_names
+    if not names:
+        return labels
+    unknown = [f for f in folders if f not in names]
+    if unknown:
+        raise ValueError(
+            f"The classes of {where} must be named as the model's "
+            f"({', '.join(names)}); {', '.join(unknown)} is none of them. "
+            "Rename its sub-folders, or score a model trained on such data."
+        )
+    index = np.array([names.index(f) for f in folders])
+    return index[np.asarray(labels)]
+
+
 def evaluate(
     model: AnyModel,
     data_dir: str | os.PathLike | None = None,
@@ -278,11 +307,13 @@ def evaluate(
     model = _as_model(model)
     height, width, channels = input_size(model)
     if image_folder is not None:
-        x_test, y_test, _ = data.load_image_folder(
+        x_test, y_test, folders = data.load_image_folder(
             image_folder, (height, width), channels
         )
+        y_test = labels_by_name(model, folders, y_test, image_folder)
     else:
         _, (x_test, y_test) = data.load_fashion_mnist(data_dir)
+        y_test = labels_by_name(model, data.CLASS_NAMES, y_test, "Fashion-MNIST")
     if limit:
         x_test, y_test = x_test[:limit], y_test[:limit]
     _check_fits(model, x_test, y_test, image_folder)
