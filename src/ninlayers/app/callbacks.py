@@ -3,12 +3,21 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import keras
 import numpy as np
 
-__all__ = ["Elapsed", "HeldOutScore", "StopOnNaN", "Throughput"]
+__all__ = [
+    "Elapsed",
+    "HeldOutScore",
+    "StopOnNaN",
+    "StopOnRequest",
+    "Terminated",
+    "Throughput",
+    "request_stop",
+]
 
 
 class Throughput(keras.callbacks.Callback):
@@ -128,3 +137,32 @@ class HeldOutScore(keras.callbacks.Callback):
         score = scores(probs, self.y)
         logs[f"{self.prefix}_accuracy"] = score["accuracy"]
         logs[f"{self.prefix}_loss"] = score["loss"]
+
+
+class Terminated(KeyboardInterrupt):
+    """A stop signal (SIGTERM, what a batch scheduler sends) ended the run."""
+
+
+_stop_requested = threading.Event()
+
+
+def request_stop() -> None:
+    """Asks the running training to stop at the end of its current step.
+
+    A signal handler calls it: an exception raised from the handler itself
+    can be swallowed where C code calls back into Python (NumPy's array
+    protocols, which Keras's JAX trainer goes through after each step).
+    """
+    _stop_requested.set()
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """Raises `Terminated` at the end of the step during which
+    `request_stop()` was called; every file is written atomically, so the
+    run keeps the backup of its last complete epoch."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if _stop_requested.is_set():
+            raise Terminated()
+
+    on_test_batch_end = on_predict_batch_end = on_train_batch_end

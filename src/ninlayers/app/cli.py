@@ -562,12 +562,13 @@ def _rerun_on(backend: str, argv: Sequence[str]) -> int:
         return child.wait()
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, what a batch scheduler sends before SIGKILL."""
-
-
 def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated()
+    from ninlayers.app import callbacks
+
+    # The flag stops training at the end of its step even where the raise
+    # below is swallowed (C code calling back into Python).
+    callbacks.request_stop()
+    raise callbacks.Terminated()
 
 
 def _stop_on_sigterm() -> None:
@@ -588,9 +589,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend is not None and args.backend != _active_backend():
         return _rerun_on(args.backend, sys.argv[1:] if argv is None else argv)
     _stop_on_sigterm()
+    from ninlayers.app.callbacks import Terminated
+
     try:
         return _run(args)
-    except _Terminated:
+    except Terminated:
         print(
             "ninlayers: terminated (SIGTERM); a training run keeps the backup "
             "of its last complete epoch: the same command resumes it",

@@ -31,7 +31,13 @@ from ninlayers.app.artifacts import (
     write_json,
 )
 from ninlayers.app.backup import BACKUP_DIR, RunBackup, all_replicas_sum
-from ninlayers.app.callbacks import Elapsed, HeldOutScore, StopOnNaN, Throughput
+from ninlayers.app.callbacks import (
+    Elapsed,
+    HeldOutScore,
+    StopOnNaN,
+    StopOnRequest,
+    Throughput,
+)
 from ninlayers.app.inference import predict_dataset, probabilities, scores
 from ninlayers.app.lock import OutputLock
 from ninlayers.app.recipes import (
@@ -439,7 +445,7 @@ def fit(
         batch_size=EVAL_BATCH_SIZE,
         prefix="val" if data.held_out_label == "validation" else "test",
     )
-    callbacks = [nan_guard, timer, held_out, Elapsed(start), backup]
+    callbacks = [nan_guard, timer, held_out, Elapsed(start), backup, StopOnRequest()]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
     fit_start = time.perf_counter()
