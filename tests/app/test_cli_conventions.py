@@ -97,3 +97,14 @@ def test_the_command_imports_where_there_is_no_fcntl():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ninlayers"
+
+
+def test_evaluate_shows_progress_when_asked(tmp_path, capsys):
+    from ninlayers import NiN, app
+
+    model = NiN(input_shape=(28, 28, 1), architecture=[[8, 3]], precision="float32")
+    scores = app.evaluate(model, limit=60, batch_size=20, verbose=1)
+    assert scores["examples"] == 60
+    assert "3/3" in capsys.readouterr().out  # Keras's bar, batch by batch
+    app.evaluate(model, limit=60, batch_size=20)
+    assert capsys.readouterr().out == ""

@@ -423,6 +423,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         image_folder=args.image_folder,
         limit=args.limit,
+        # A bar on a terminal; nothing before the JSON line in a pipe.
+        verbose=1 if sys.stdout.isatty() else 0,
     )
     print(json.dumps(scores))
 

@@ -239,15 +239,20 @@ def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def predict_dataset(
-    model: keras.Model, ds: tf.data.Dataset
+    model: keras.Model, ds: tf.data.Dataset, verbose: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and labels of every `(images, labels)` batch of `ds`."""
+    """Predictions and labels of every `(images, labels)` batch of `ds`;
+    `verbose=1` shows Keras's progress bar, batch by batch."""
     probs, labels = [], []
+    total = int(ds.cardinality()) if int(ds.cardinality()) > 0 else None
+    bar = keras.utils.Progbar(total, unit_name="batch") if verbose else None
     for x, y in ds:
         # NumPy in between: the tf.data batches feed any Keras backend.
         outputs = model(np.asarray(x), training=False)
         probs.append(probabilities(model, outputs).astype("float32"))
         labels.append(np.asarray(y))
+        if bar is not None:
+            bar.add(1)
     return np.concatenate(probs), np.concatenate(labels)
 
 
@@ -286,6 +291,7 @@ def evaluate(
     image_folder: str | os.PathLike | None = None,
     limit: int | None = None,
     batch_size: int = 500,
+    verbose: int = 0,
 ) -> dict[str, float]:
     """Measures accuracy and cross-entropy on the test set.
 
@@ -299,6 +305,7 @@ def evaluate(
             folder (one sub-folder per class) instead.
         limit: int or `None`. Use only the first `limit` test images.
         batch_size: int. Defaults to `500`.
+        verbose: int. `1` shows a progress bar. Defaults to `0`.
 
     Returns:
         dict with `accuracy`, `loss` (unsmoothed cross-entropy) and
@@ -319,4 +326,4 @@ def evaluate(
     _check_fits(model, x_test, y_test, image_folder)
     resize = None if x_test.shape[1:3] == (height, width) else (height, width)
     ds = data.make_dataset(x_test, y_test, batch_size, image_size=resize)
-    return scores(*predict_dataset(model, ds))
+    return scores(*predict_dataset(model, ds, verbose))
