@@ -178,3 +178,10 @@ def test_the_pretrained_preset_reaches_its_accuracy_offline_on_raw_pixels(name):
     # a few images of bfloat16 rounding.
     expected = presets.get(name).metrics["test_accuracy"]
     assert float(accuracy) == pytest.approx(expected, abs=0.0005)
+
+
+def test_the_old_preset_names_build_the_renamed_presets_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="tutorial_fashion_mnist"):
+        old = NiN.from_preset("seed_fashion_mnist", precision="float32")
+    new = NiN.from_preset("tutorial_fashion_mnist", precision="float32")
+    assert old.get_config()["backbone"] == new.get_config()["backbone"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import keras
 
@@ -13,3 +15,24 @@ def all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
         yield layer
         if isinstance(layer, keras.Model):
             yield from all_layers(layer)
+
+
+def follow_rename(
+    kind: str, name: Any, renamed: Mapping[str, str], warn: bool = True
+) -> Any:
+    """`name`, or the name it was renamed to, with a `DeprecationWarning`
+    (the old names go in 0.4.0) unless `warn` is false.
+
+    >>> follow_rename("Recipe", "seed", {"seed": "tutorial"}, warn=False)
+    'tutorial'
+    """
+    if not isinstance(name, str) or name not in renamed:
+        return name
+    if warn:
+        warnings.warn(
+            f"{kind} {name!r} is now called {renamed[name]!r}; the old name "
+            "goes in 0.4.0.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    return renamed[name]

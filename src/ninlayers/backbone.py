@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 
 from ninlayers import _checks, presets, runtime, saving
+from ninlayers._utils import follow_rename
 from ninlayers.layers import NiNBlock
 
 __all__ = [
@@ -166,16 +166,7 @@ def architecture_name(name: str, warn: bool = True) -> str:
     >>> architecture_name("nin_28"), architecture_name("imagenet", warn=False)
     ('nin_28', 'nin_224')
     """
-    if name in RENAMED_ARCHITECTURES:
-        if warn:
-            warnings.warn(
-                f"architecture={name!r} is now called "
-                f"{RENAMED_ARCHITECTURES[name]!r}; the old name goes in 0.4.0.",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-        return RENAMED_ARCHITECTURES[name]
-    return name
+    return follow_rename("Architecture", name, RENAMED_ARCHITECTURES, warn)
 
 
 def resolve_blocks(architecture: str | Sequence[Any]) -> tuple[BlockSpec, ...]:

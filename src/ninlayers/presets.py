@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ninlayers._utils import follow_rename
 from ninlayers.errors import ModelFileError
 from ninlayers.saving import file_sha256
 
@@ -181,16 +182,7 @@ def get(name: str) -> Preset:
     Raises:
         ValueError: for an unknown name (the message lists the names).
     """
-    if isinstance(name, str) and name in RENAMED_PRESETS:
-        import warnings
-
-        warnings.warn(
-            f"Preset {name!r} is now called {RENAMED_PRESETS[name]!r}; the old "
-            "name goes in 0.4.0.",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        name = RENAMED_PRESETS[name]
+    name = follow_rename("Preset", name, RENAMED_PRESETS)
     if not isinstance(name, str) or name not in PRESETS:
         raise _unknown(name)
     return PRESETS[name]

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from ninlayers import _checks, _keras_compat, explain, runtime
+from ninlayers._utils import follow_rename
 from ninlayers.app import data as data_lib
 from ninlayers.app import machine, plots
 from ninlayers.app.artifacts import (
@@ -220,16 +221,7 @@ def train(
 
 def resolve_recipe(recipe: str | Recipe, **overrides: Any) -> Recipe:
     """Returns the named (or given) recipe with the non-`None` overrides."""
-    if isinstance(recipe, str) and recipe in RENAMED_RECIPES:
-        import warnings
-
-        warnings.warn(
-            f"Recipe {recipe!r} is now called {RENAMED_RECIPES[recipe]!r}; the "
-            "old name goes in 0.4.0.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        recipe = RENAMED_RECIPES[recipe]
+    recipe = follow_rename("Recipe", recipe, RENAMED_RECIPES)
     if isinstance(recipe, str):
         recipe = RECIPES[_checks.one_of("recipe", recipe, tuple(RECIPES))]
     elif not isinstance(recipe, Recipe):
