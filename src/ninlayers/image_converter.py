@@ -77,6 +77,13 @@ class NiNImageConverter(keras.layers.Layer):
         self.check_range = _checks.boolean("check_range", check_range)
         self.built = True
 
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        # NumPy integers are mapped before Keras converts them: PyTorch has
+        # no uint16 tensors (Keras would pass int32, read as 0-255 pixels).
+        if isinstance(inputs, np.ndarray):
+            inputs = pixels.to_input_range(inputs, self.input_range)
+        return super().__call__(inputs, *args, **kwargs)
+
     def call(self, inputs):
         images = pixels.to_input_range(inputs, self.input_range)
         if self.image_size is not None and tuple(images.shape[1:3]) != tuple(
