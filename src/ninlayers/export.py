@@ -207,8 +207,7 @@ def export(
 
         Example:
 
-        >>> import shutil
-    import tempfile
+        >>> import tempfile
         >>> from ninlayers import NiN
         >>> path = export(NiN(), f"{tempfile.mkdtemp()}/nin.tflite")
         >>> path.suffix
