@@ -175,43 +175,43 @@ def export(
 ) -> Path:
     """Exports a model for deployment, in float32 or full-integer int8.
 
-        Args:
-            model: keras.Model. A `NiN`, or any functional or Sequential model
-                (of ninlayers layers or not), in any dtype policy: the file
-                computes in float32 (or int8).
-            path: str or path. The file to write (a directory for a SavedModel).
-            format: str or `None`. One of `FORMATS`; `None` takes it from the
-                suffix (`format_of`). Defaults to `None`.
-            int8: bool. Full-integer post-training quantization (weights and
-                activations in int8; `"tflite"` and `"onnx"` only), calibrated
-                on `calibration`. Defaults to `False`.
-            calibration: array of images or `None`. A few hundred images like
-                those the model will see (integer pixels or floats in its
-                input range). Required with `int8=True`.
-            input_type: str. The input type of an int8 TFLite file, one of
-                `IO_TYPES`: `"uint8"` takes quantized pixels, `"float32"` floats.
-                Defaults to `"float32"`.
-            output_type: str. Its output type, one of `IO_TYPES`. Defaults to
-                `"float32"`.
-            test_time_flip: bool or `None`. For a `NiN`, whether the file
-                averages each image with its mirror image (twice the cost);
-                `None` keeps the model's setting. Defaults to `None`.
+    Args:
+        model: keras.Model. A `NiN`, or any functional or Sequential model
+            (of ninlayers layers or not), in any dtype policy: the file
+            computes in float32 (or int8).
+        path: str or path. The file to write (a directory for a SavedModel).
+        format: str or `None`. One of `FORMATS`; `None` takes it from the
+            suffix (`format_of`). Defaults to `None`.
+        int8: bool. Full-integer post-training quantization (weights and
+            activations in int8; `"tflite"` and `"onnx"` only), calibrated
+            on `calibration`. Defaults to `False`.
+        calibration: array of images or `None`. A few hundred images like
+            those the model will see (integer pixels or floats in its
+            input range). Required with `int8=True`.
+        input_type: str. The input type of an int8 TFLite file, one of
+            `IO_TYPES`: `"uint8"` takes quantized pixels, `"float32"` floats.
+            Defaults to `"float32"`.
+        output_type: str. Its output type, one of `IO_TYPES`. Defaults to
+            `"float32"`.
+        test_time_flip: bool or `None`. For a `NiN`, whether the file
+            averages each image with its mirror image (twice the cost);
+            `None` keeps the model's setting. Defaults to `None`.
 
-        Returns:
-            Path of the file or directory.
+    Returns:
+        Path of the file or directory.
 
-        Raises:
-            ValueError: for an unknown format or type, int8 without calibration
-                images or for a SavedModel, or a backend other than TensorFlow.
-            MissingDependencyError: when ONNX export's packages are missing.
+    Raises:
+        ValueError: for an unknown format or type, int8 without calibration
+            images or for a SavedModel, or a backend other than TensorFlow.
+        MissingDependencyError: when ONNX export's packages are missing.
 
-        Example:
+    Example:
 
-        >>> import tempfile
-        >>> from ninlayers import NiN
-        >>> path = export(NiN(), f"{tempfile.mkdtemp()}/nin.tflite")
-        >>> path.suffix
-        '.tflite'
+    >>> import tempfile
+    >>> from ninlayers import NiN
+    >>> path = export(NiN(), f"{tempfile.mkdtemp()}/nin.tflite")
+    >>> path.suffix
+    '.tflite'
     """
     format = _checks.one_of("format", format or format_of(path), FORMATS)
     input_type = _checks.one_of("input_type", input_type, IO_TYPES)
