@@ -27,7 +27,7 @@ collect_ignore = [
 TENSORFLOW_DOCTESTS = (
     "ninlayers.export.",
     "ninlayers.exported.",
-    "ninlayers.model.NiN.export",
+    "ninlayers.classifier.NiNImageClassifier.export",
 )
 
 

@@ -74,8 +74,12 @@ def test_wheel_holds_the_package_and_its_type_marker(dist):
     wheel = dist["wheel"]
     assert wheel.name.startswith(f"ninlayers-{ninlayers.__version__}-")
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("__init__", "layers", "model", "runtime", "cli"):
+    for module in ("__init__", "__main__", "layers", "backbone", "classifier"):
         assert f"ninlayers/{module}.py" in names
+    for module in ("image_converter", "model", "presets", "runtime", "app/cli"):
+        assert f"ninlayers/{module}.py" in names
+    # The module paths removed in 0.3.0 are not shipped.
+    assert "ninlayers/cli.py" not in names and "ninlayers/datasets.py" not in names
     assert "ninlayers/py.typed" in names
     assert "ninlayers_cli.py" in names  # the console script's launcher
     # The pretrained preset's weights ship; they grow the wheel by < 8 MB.
