@@ -458,22 +458,66 @@ def _image_folder(directory: str | os.PathLike) -> Path:
     return directory
 
 
-def _image_files(directory: Path) -> tuple[list[Path], list[int], list[str]]:
+def _image_files(
+    directory: Path, allow_empty: bool = True
+) -> tuple[list[Path], list[int], list[str]]:
     """The image files of a folder's class sub-folders, their labels (the
-    sorted sub-folder names' indices) and the sub-folder names."""
-    names = sorted(p.name for p in directory.iterdir() if p.is_dir())
-    files, labels = [], []
-    for label, name in enumerate(names):
-        for path in sorted((directory / name).rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                files.append(path)
-                labels.append(label)
+    sorted sub-folder names' indices) and the sub-folder names.
+
+    Files are found by suffix (`IMAGE_SUFFIXES`) in each class folder and its
+    sub-folders; symbolic links to folders inside a class folder are not
+    followed (so a link loop is harmless), and entries that are not regular
+    files (a folder named `x.png`, a dangling link) are skipped. A class
+    folder whose name is not valid UTF-8 or holds control characters (class
+    names are saved in the model as text) is refused, as is an empty class
+    folder unless `allow_empty` (scoring a model may skip a class).
+    """
+    folders = sorted((p for p in directory.iterdir() if p.is_dir()), key=_sort_key)
+    files, labels, names = [], [], []
+    for label, folder in enumerate(folders):
+        names.append(_class_name(folder))
+        found = [
+            path
+            for path in sorted(folder.rglob("*"), key=_sort_key)
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        ]
+        if not found and not allow_empty:
+            raise DatasetError(
+                f"The class folder {folder} holds no images; expected "
+                f"{', '.join(IMAGE_SUFFIXES)} files in it. Remove it or add "
+                "images."
+            )
+        files += found
+        labels += [label] * len(found)
     if not files:
         raise DatasetError(
             f"Cannot read images from {directory}: it holds none. Expected one "
             f"sub-folder per class holding {', '.join(IMAGE_SUFFIXES)} files."
         )
     return files, labels, names
+
+
+def _sort_key(path: Path) -> bytes:
+    """Paths sorted by their bytes (names that are not UTF-8 sort too)."""
+    return os.fsencode(path)
+
+
+def _class_name(folder: Path) -> str:
+    """A class folder's name as a class name, or `DatasetError`."""
+    name = folder.name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatasetError(
+            f"The class folder {folder} has a name that is not valid UTF-8; "
+            "class names are saved with the model as text: rename it."
+        ) from None
+    if not name.isprintable():
+        raise DatasetError(
+            f"The class folder {str(folder)!r} has a name with control characters "
+            "(a newline, a tab); expected a printable name: rename it."
+        )
+    return name
 
 
 def image_folder_channels(directory: str | os.PathLike) -> int:
@@ -491,6 +535,7 @@ def load_image_folder(
     directory: str | os.PathLike,
     image_size: Sequence[int] = FASHION_MNIST_SHAPE[:2],
     channels: int = 1,
+    allow_empty: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Reads every image of a folder with one sub-folder per class.
 
@@ -501,6 +546,9 @@ def load_image_folder(
         directory: str or path.
         image_size: tuple of 2 ints. Images are resized to it (bilinear).
         channels: int. 1 (grey) or 3 (RGB). Defaults to `1`.
+        allow_empty: bool. Accept class folders without images (as when
+            scoring a model); `False` refuses them (as for training).
+            Defaults to `True`.
 
     Returns:
         `(images, labels, class_names)`: float32 images in [0, 1] of shape
@@ -508,11 +556,12 @@ def load_image_folder(
         names' indices), and the sub-folder names.
 
     Raises:
-        DatasetError: if the folder does not exist or holds no images.
+        DatasetError: if the folder does not exist or holds no images, or a
+            class folder's name cannot be a class name.
         ImageFileError: if one of its images cannot be read (naming it).
     """
     channels = _checks.one_of("channels", channels, (1, 3))
-    files, labels, class_names = _image_files(_image_folder(directory))
+    files, labels, class_names = _image_files(_image_folder(directory), allow_empty)
     size = (int(image_size[0]), int(image_size[1]))
     images = np.stack([read_image(path, size, channels) for path in files])
     return images, np.asarray(labels, dtype="int32"), class_names

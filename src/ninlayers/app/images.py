@@ -4,6 +4,16 @@
 `evaluate` and `train` on an image folder). Every failure, whatever Pillow
 raised inside (damaged chunks, truncated data, decompression bombs), becomes
 one `ImageFileError` naming the file.
+
+Images are read as people have them (docs/reliability.md):
+
+- a photo's EXIF orientation is applied, so a phone photo is not sideways;
+- a multi-frame file (animated GIF, multi-page TIFF) gives its first frame;
+- CMYK is converted to RGB, 16-bit grey is scaled (not clipped) to 8 bits;
+- transparency (an alpha channel, graded or not, or a palette's transparent
+  colour) is laid over the background the model was trained on: black, or
+  white when the image is to be inverted. The colour under fully transparent
+  pixels never changes the result.
 """
 
 from __future__ import annotations
@@ -21,14 +31,15 @@ from ninlayers.errors import ImageFileError
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "image_channels", "read_image"]
 
-#: The file suffixes read from an image folder (Keras's image folders' own).
-IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+#: The file suffixes read from an image folder (Keras's image folders' own,
+#: with TIFF and WebP, which Pillow reads too).
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
 #: Images larger than this many pixels are refused before being decoded:
 #: a few-kilobyte file can declare billions (a decompression bomb).
 MAX_PIXELS = 64 * 1024 * 1024
 
-_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+_GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 def _open(path: Path) -> Any:
@@ -86,8 +97,11 @@ def read_image(
 ) -> np.ndarray:
     """Reads an image file as float32 `(height, width, channels)` in [0, 1].
 
-    The image is converted to grey (1 channel) or RGB (3), 16-bit grey
-    scaled to 8 bits (not clipped), resized to `size` (bilinear).
+    The image is turned upright (EXIF orientation), its first frame taken,
+    16-bit grey scaled to 8 bits (not clipped), transparency laid over the
+    background (black, or white when `invert`, so black once inverted),
+    converted to grey (1 channel) or RGB (3) and resized to `size`
+    (bilinear).
 
     Args:
         path: str or path.
@@ -117,7 +131,8 @@ def read_image(
     if not path.is_file():
         raise ImageFileError(f"Image file {path} does not exist.")
     with _decoding(path) as image:
-        image = _eight_bit(image)
+        image = _upright(_eight_bit(image))
+        image = _opaque(image, background=255 if invert else 0)
         image = image.convert("L" if channels == 1 else "RGB")
         image = image.resize((size[1], size[0]), Image.BILINEAR)
         array = np.asarray(image, dtype="float32") / 255.0
@@ -138,3 +153,29 @@ def _eight_bit(image: Any) -> Any:
 
     grey = np.asarray(image, dtype="float64") / 65535.0
     return Image.fromarray(np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8), "L")
+
+
+def _upright(image: Any) -> Any:
+    """The image turned as its EXIF orientation tag says (phone photos)."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(image)
+
+
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _opaque(image: Any, background: int) -> Any:
+    """An image with transparency laid over a grey `background` (0-255).
+
+    Alpha channels (graded or not) and a palette's or grey image's
+    transparent colour are composited; the colour under fully transparent
+    pixels does not reach the result.
+    """
+    if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
+        return image
+    from PIL import Image
+
+    rgba = image.convert("RGBA")
+    base = Image.new("RGBA", rgba.size, (background, background, background, 255))
+    return Image.alpha_composite(base, rgba).convert("RGB")

@@ -263,7 +263,9 @@ def _arrays(
         channels = data_lib.FASHION_MNIST_SHAPE[2]
         return (x_train, y_train, x_test, y_test), list(data_lib.CLASS_NAMES), channels
     channels = data_lib.image_folder_channels(image_folder)
-    x, y, names = data_lib.load_image_folder(image_folder, size, channels)
+    x, y, names = data_lib.load_image_folder(
+        image_folder, size, channels, allow_empty=False
+    )
     order = np.random.default_rng(seed).permutation(len(x))
     cut = len(x) - max(1, int(len(x) * data_lib.IMAGE_FOLDER_TEST_SPLIT))
     train, test = order[:cut], order[cut:]
