@@ -231,3 +231,63 @@ def test_a_saved_model_never_mixes_into_a_folder_of_other_things(trained, tmp_pa
     export.export(model, served, format="saved_model", test_time_flip=True)
     assert ExportedModel(served).metadata["test_time_flip"] is True
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "served"]
+
+
+@pytest.mark.parametrize("name", ["m.tflite", "m.onnx"])
+def test_exported_models_refuse_what_the_keras_model_refuses(trained, tmp_path, name):
+    """Reliability III: shapes, ranks, channels and dtypes refused as
+    ValueError naming what was expected; the next batch still runs."""
+    model, _, x_test, reference = trained
+    served = ExportedModel(export.export(model, tmp_path / name))
+    cases = [
+        (x_test[0], r"shape \(n, 16, 16, 1\) \(one image needs a batch axis"),
+        (x_test[:, :8], r"shape \(n, 16, 16, 1\)\. Received: shape \(256, 8, 16, 1\)"),
+        (np.repeat(x_test, 3, axis=-1), r"Received: shape \(256, 16, 16, 3\)"),
+        (x_test[..., 0], r"Received: shape \(256, 16, 16\)"),
+        (x_test.astype(str), "integers or floats. Received: images of dtype <U"),
+        (x_test > 0, "integers or floats. Received: images of dtype bool"),
+    ]
+    for x, fragment in cases:
+        with pytest.raises(ValueError, match=fragment):
+            served.predict(x)
+    np.testing.assert_allclose(served.predict(x_test), reference, atol=0.02)
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        ({"class_names": ["only one"]}, "class_names, a list of 2 strings"),
+        ({"class_names": "ab"}, "class_names, a list of 2 strings"),
+        ({"class_names": [1, 2]}, "class_names, a list of 2 strings"),
+        ({"input_range": [1, 0]}, "input_range, a pair of finite numbers"),
+        ({"input_range": ["a", "b"]}, "input_range, a pair of finite numbers"),
+        ({"input_range": 5}, "input_range, a pair of finite numbers"),
+        ({"input_range": [0, float("inf")]}, "input_range, a pair of finite"),
+    ],
+)
+def test_metadata_that_does_not_fit_the_file_is_refused_naming_it(
+    trained, tmp_path, edit, fragment
+):
+    import json
+
+    import onnx
+
+    path = export.export(trained[0], tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    (entry,) = [p for p in proto.metadata_props if p.key == export.METADATA_KEY]
+    entry.value = json.dumps({**json.loads(entry.value), **edit})
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelFileError, match=rf"m\.onnx's metadata .*{fragment}"):
+        ExportedModel(path)
+
+
+def test_metadata_that_is_not_an_object_is_refused_naming_the_file(trained, tmp_path):
+    import onnx
+
+    path = export.export(trained[0], tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    (entry,) = [p for p in proto.metadata_props if p.key == export.METADATA_KEY]
+    entry.value = "[1, 2]"
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelFileError, match=r"m\.onnx's ninlayers metadata is not"):
+        ExportedModel(path)

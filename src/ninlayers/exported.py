@@ -86,14 +86,18 @@ class ExportedModel:
                 f"{type(error).__name__}: {error}"
             ) from None
         self.metadata: dict[str, Any] = self._runner.metadata
-        self.class_names = self.metadata.get("class_names")
-        input_range = self.metadata.get("input_range")
-        self.input_range = None if input_range is None else tuple(input_range)
+        if not isinstance(self.metadata, dict):
+            raise ModelFileError(
+                f"{self.path}'s ninlayers metadata is not a JSON object. "
+                f"Received: {str(self.metadata)[:200]}"
+            )
+        self.input_shape = (None, *self._runner.input_shape[1:])
+        self.output_shape = (None, self._runner.num_classes)
+        self.class_names = _metadata_class_names(self)
+        self.input_range = _metadata_input_range(self)
         self.logits = bool(self.metadata.get("logits", False))
         int8 = self.metadata.get("int8")
         self.int8 = bool(self._runner.quantized if int8 is None else int8)
-        self.input_shape = (None, *self._runner.input_shape[1:])
-        self.output_shape = (None, self._runner.num_classes)
         self.name = self.path.name
 
     def predict(
@@ -111,9 +115,16 @@ class ExportedModel:
         Returns:
             float32 array `(n, classes)`: probabilities, or logits for a
             model exported with `output_activation=None`.
+
+        Raises:
+            ValueError: for images of another rank, size or number of
+                channels than the file takes, of a dtype that is not numbers,
+                or holding values that cannot be pixels; the model stays
+                usable for the next batch.
         """
         del verbose
         x = np.asarray(x)
+        self._check_batch(x)
         pixels.check_pixels(x)
         if self.input_range is not None:
             pixels.check_float_range(x, self.input_range)
@@ -130,11 +141,68 @@ class ExportedModel:
         batches = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
         return np.concatenate([self._runner(batch) for batch in batches])
 
+    def _check_batch(self, x: np.ndarray) -> None:
+        """Refuses what the Keras model would: other dtypes, ranks, sizes."""
+        if x.dtype.kind not in "iuf":
+            raise ValueError(
+                f"{self.path.name} takes images of integers or floats. "
+                f"Received: images of dtype {x.dtype}"
+            )
+        expected = self.input_shape
+        fits = x.ndim == len(expected) and all(
+            want is None or want == got
+            for want, got in zip(expected[1:], x.shape[1:], strict=True)
+        )
+        if not fits:
+            shape = "(n, " + ", ".join(str(d) for d in expected[1:]) + ")"
+            hint = " (one image needs a batch axis: x[None])" if x.ndim == 3 else ""
+            raise ValueError(
+                f"{self.path.name} takes a batch of images of shape {shape}{hint}. "
+                f"Received: shape {x.shape}"
+            )
+
     def __call__(self, x: Any, training: bool | None = None) -> np.ndarray:
         """`predict` of one batch (`training` must be falsy)."""
         if training:
             raise ValueError("An exported model only predicts. Received: training=True")
         return self.predict(x, batch_size=max(len(x), 1))
+
+
+def _metadata_class_names(model: ExportedModel) -> list[str] | None:
+    """The metadata's class names, one string per output, or `None`."""
+    names = model.metadata.get("class_names")
+    if names is None:
+        return None
+    classes = model.output_shape[1]
+    if (
+        not isinstance(names, list)
+        or not all(isinstance(name, str) for name in names)
+        or len(names) != classes
+    ):
+        raise ModelFileError(
+            f"{model.path}'s metadata does not fit the file: expected "
+            f"class_names, a list of {classes} strings (one per output). "
+            f"Received: {str(names)[:200]}"
+        )
+    return names
+
+
+def _metadata_input_range(model: ExportedModel) -> tuple[float, float] | None:
+    """The metadata's input range, a pair of finite floats low < high."""
+    value = model.metadata.get("input_range")
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ModelFileError(
+            f"{model.path}'s metadata does not fit the file: expected "
+            "input_range, a pair of finite numbers (low < high). "
+            f"Received: {str(value)[:200]}"
+        ) from None
+    return (low, high)
 
 
 def _require(module: str, extra: str, what: str) -> Any:
