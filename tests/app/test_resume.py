@@ -379,3 +379,65 @@ def test_sigterm_stops_in_one_line_keeping_the_backup_and_the_command_resumes(
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] >= 1 and len(metrics["history"]["loss"]) == 12
+
+
+def crash_at_step_checkpoint(monkeypatch, position):
+    """Makes `RunBackup._save` raise `Crash` right after writing `position`."""
+    save = RunBackup._save
+
+    def save_then_crash(self, epoch, step=0):
+        save(self, epoch, step)
+        if (epoch, step) == position:
+            raise Crash
+
+    monkeypatch.setattr(RunBackup, "_save", save_then_crash)
+
+
+def count_steps(monkeypatch):
+    steps = []
+    on_batch_end = RunBackup.on_train_batch_end
+
+    def counting(self, batch, logs=None):
+        steps.append(batch)
+        on_batch_end(self, batch, logs)
+
+    monkeypatch.setattr(RunBackup, "on_train_batch_end", counting)
+    return steps
+
+
+@pytest.mark.parametrize("backup_every, rerun_steps", [(3, 4), (None, 7)])
+def test_a_backup_every_n_steps_resumes_within_the_epoch(
+    tmp_path, monkeypatch, backup_every, rerun_steps
+):
+    """Reliability III: a run stopped within an epoch loses at most N steps
+    (7 steps per epoch here: 102 training images after the tutorial's
+    validation split, 16 a batch; stopped after step 3 of epoch 2). Resumed
+    without `backup_every`, it restarts the epoch from its start."""
+    out = tmp_path / "run"
+    settings = dict(epochs=2, batch_size=16, backup_every=3)
+    with monkeypatch.context() as patch:
+        crash_at_step_checkpoint(patch, (1, 3))
+        with pytest.raises(Crash):
+            train(out, **settings)
+    assert sorted(p.name for p in (out / "backup").glob("*.json")) == [
+        "epoch-0001-step-000003.json",
+        "epoch-0001.json",
+    ]
+    steps = count_steps(monkeypatch)
+    metrics = train(out, **{**settings, "backup_every": backup_every})
+    assert len(steps) == rerun_steps
+    assert metrics["resumed_from_epoch"] == 1
+    assert len(metrics["history"]["loss"]) == 2
+    # Either way the run ends after 2 x 7 optimizer steps.
+    model = keras.saving.load_model(out / "model.keras")
+    assert int(model.optimizer.iterations) == 14
+
+
+def test_backup_every_must_be_a_positive_number_of_steps(tmp_path, capsys):
+    from ninlayers.app import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--output", str(tmp_path), "--backup-every", "0"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "argument --backup-every: must be a positive integer" in err

@@ -10,6 +10,12 @@ epoch it writes a checkpoint in two atomic steps (see `atomic_path`):
    weights file and the run's fingerprint. This file is the checkpoint's
    commit: one source of truth for the resumed epoch and its history.
 
+With `save_every_steps=N` it also checkpoints every N steps within an epoch
+(`epoch-NNNN-step-SSSSSS.*`: N complete epochs and S steps of the next), so
+a run preempted in a long epoch loses at most N steps: the trainer resumes
+such a checkpoint by running the rest of its epoch first
+(`newest_position`).
+
 It keeps the last `KEEP` checkpoints. On resuming it takes the newest one
 whose JSON parses and whose weights match their digest and load, so a
 truncated or damaged file falls back to the one before. A backup from a run
@@ -50,7 +56,7 @@ KEEP = 2
 #: Version of the checkpoint JSON.
 FORMAT = 1
 
-_CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.json$")
+_CHECKPOINT = re.compile(r"^epoch-(\d{4,})(?:-step-(\d{6,}))?\.json$")
 # What Keras's `BackupAndRestore` (ninlayers 0.2.0's backup) leaves.
 _KERAS_BACKUP = ("training_metadata.json", "latest.weights.h5")
 
@@ -72,10 +78,13 @@ class RunBackup(keras.callbacks.Callback):
         guard: callback or `None`. An object with a `bad` attribute (see
             `StopOnNaN`): no checkpoint is written once it is set.
         restart_hint: str. How the user starts over, named in errors.
+        save_every_steps: int or `None`. Also checkpoint every this many
+            steps within an epoch (one worker only; `None`: epoch ends only).
 
     Attributes:
         history: dict. Per-epoch logs of the whole run, resumed ones included.
         resumed_from: int. The epoch the run resumed from (0 when fresh).
+        resumed_step: int. Steps of epoch `resumed_from + 1` already done.
     """
 
     def __init__(
@@ -84,8 +93,12 @@ class RunBackup(keras.callbacks.Callback):
         fingerprint: dict[str, Any],
         guard: Any = None,
         restart_hint: str = "--restart",
+        save_every_steps: int | None = None,
     ) -> None:
         super().__init__()
+        self.save_every_steps = save_every_steps
+        self.resumed_step = 0
+        self._offset = 0
         self.directory = Path(directory)
         self.fingerprint = json.loads(json.dumps(fingerprint))
         self.guard = guard
@@ -96,16 +109,25 @@ class RunBackup(keras.callbacks.Callback):
 
     # Restoring.
 
-    def _checkpoints(self) -> list[tuple[int, Path]]:
-        """`(epoch, json path)` of the checkpoints on disk, newest first."""
+    def _checkpoints(self) -> list[tuple[tuple[int, int], Path]]:
+        """`((epoch, step), json path)` of the checkpoints on disk, newest
+        first."""
         if not self.directory.is_dir():
             return []
         found = []
         for path in self.directory.iterdir():
             match = _CHECKPOINT.match(path.name)
             if match:
-                found.append((int(match.group(1)), path))
+                found.append(((int(match.group(1)), int(match.group(2) or 0)), path))
         return sorted(found, reverse=True)
+
+    def newest_position(self) -> tuple[int, int]:
+        """`(epochs, steps)` of the newest good checkpoint: complete epochs,
+        and steps run of the next (`(0, 0)` when there is none)."""
+        states = self._good_states()
+        if not states:
+            return (0, 0)
+        return (int(states[0]["epoch"]), int(states[0].get("step", 0)))
 
     def _read(self, path: Path) -> dict[str, Any] | None:
         """A checkpoint's state, or `None` (with a warning) if it is damaged."""
@@ -154,6 +176,10 @@ class RunBackup(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         states = self._good_states()
+        if not self.save_every_steps or _multi_worker(self.model):
+            # Steps are resumed only when asked, and by one worker (workers
+            # agree on epochs); the newest epoch end is always kept.
+            states = [s for s in states if not s.get("step")]
         epochs = _agree(
             [s["epoch"] for s in states], self.params.get("epochs", 0), self.model
         )
@@ -163,7 +189,7 @@ class RunBackup(keras.callbacks.Callback):
         for state in states:
             try:
                 self._restore(state)
-                self._discard_after(state["epoch"])
+                self._discard_after((state["epoch"], state.get("step", 0)))
                 return
             except (OSError, ValueError) as error:
                 warnings.warn(
@@ -176,14 +202,14 @@ class RunBackup(keras.callbacks.Callback):
                 f"No checkpoint in {self.directory} could be restored. Add "
                 f"{self.restart_hint} to delete it and start over."
             )
-        self._discard_after(0)  # starting over: none of them is this run's
+        self._discard_after((0, 0))  # starting over: none of them is this run's
 
-    def _discard_after(self, epoch: int) -> None:
-        """Removes the checkpoints of epochs after `epoch` (damaged ones, or
+    def _discard_after(self, position: tuple[int, int]) -> None:
+        """Removes the checkpoints after `(epoch, step)` (damaged ones, or
         ones other workers lack), so that pruning never keeps them over the
         checkpoints this run writes."""
         for number, path in self._checkpoints():
-            if number > epoch:
+            if number > position:
                 path.unlink(missing_ok=True)
                 path.with_suffix(".keras").unlink(missing_ok=True)
 
@@ -195,9 +221,28 @@ class RunBackup(keras.callbacks.Callback):
         epoch = int(state["epoch"])
         self.history = {k: list(v[:epoch]) for k, v in state["history"].items()}
         self.resumed_from = self.last_saved = epoch
+        self.resumed_step = int(state.get("step", 0))
         _keras_compat.set_initial_epoch(self.model, epoch)
 
     # Saving.
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # The steps of this epoch run before a mid-epoch checkpoint resumed.
+        resumed = epoch == self.resumed_from and self.resumed_step
+        self._offset = self.resumed_step if resumed else 0
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        every = self.save_every_steps
+        if not every or (self.guard is not None and self.guard.bad is not None):
+            return
+        step = self._offset + batch + 1
+        if step % every or batch + 1 >= self.params.get("steps", 0):
+            return  # the epoch's end saves its own checkpoint
+        try:
+            self._save(self._epoch, step)
+        except OSError as error:
+            self._stop_on_write_error(error)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard is not None and self.guard.bad is not None:
@@ -207,40 +252,47 @@ class RunBackup(keras.callbacks.Callback):
         try:
             self._save(epoch + 1)
         except OSError as error:
-            self.model.stop_training = True
-            kept = (
-                f"the backup of epoch {self.last_saved} is kept"
-                if self.last_saved
-                else "no epoch was saved"
-            )
-            raise TrainingError(
-                f"Cannot write the backup in {self.directory}: "
-                f"{describe_write_error(error)}. Training stopped; {kept}. "
-                "Free some space and run the same command to resume."
-            ) from error
+            self._stop_on_write_error(error)
 
-    def _save(self, epoch: int) -> None:
+    def _stop_on_write_error(self, error: OSError) -> None:
+        self.model.stop_training = True
+        kept = (
+            f"the backup of epoch {self.last_saved} is kept"
+            if self.last_saved
+            else "no epoch was saved"
+        )
+        raise TrainingError(
+            f"Cannot write the backup in {self.directory}: "
+            f"{describe_write_error(error)}. Training stopped; {kept}. "
+            "Free some space and run the same command to resume."
+        ) from error
+
+    def _save(self, epoch: int, step: int = 0) -> None:
+        """Checkpoints `epoch` complete epochs and `step` steps of the next."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        weights = self.directory / f"epoch-{epoch:04d}.keras"
+        stem = f"epoch-{epoch:04d}" + (f"-step-{step:06d}" if step else "")
+        weights = self.directory / f"{stem}.keras"
         with atomic_path(weights) as tmp:
             self.model.save(tmp)
         state = {
             "format": FORMAT,
             "epoch": epoch,
+            "step": step,
             "weights": weights.name,
             "sha256": file_sha256(weights),
             "history": self.history,
             "fingerprint": self.fingerprint,
         }
-        atomic_write_text(
-            self.directory / f"epoch-{epoch:04d}.json", json.dumps(state, indent=1)
-        )
+        atomic_write_text(self.directory / f"{stem}.json", json.dumps(state, indent=1))
         self.last_saved = epoch
         self._prune()
 
     def _prune(self) -> None:
-        """Removes all but the newest `KEEP` checkpoints, and stray files."""
-        keep = {p.name for _, p in self._checkpoints()[:KEEP]}
+        """Removes all but the newest `KEEP` checkpoints (and the newest
+        epoch end's), and stray files."""
+        found = self._checkpoints()
+        ends = [p for (_, step), p in found if not step]
+        keep = {p.name for _, p in found[:KEEP]} | {p.name for p in ends[:1]}
         keep |= {name.replace(".json", ".keras") for name in keep}
         for path in self.directory.iterdir():
             if path.name not in keep and path.is_file():
@@ -276,11 +328,16 @@ def _agree(epochs: list[int], total: int, model: keras.Model) -> set[int]:
     the same on every worker); an epoch is common when its count reaches the
     number of replicas.
     """
-    strategy = _keras_compat.trainer_strategy(model)
-    if strategy is None or not _keras_compat.in_multi_worker_mode(strategy):
+    if not _multi_worker(model):
         return set(epochs)
+    strategy = _keras_compat.trainer_strategy(model)
     counts = np.zeros(total + 1, "float32")
     counts[[e for e in epochs if e <= total]] = 1.0
     summed = all_replicas_sum(strategy, counts)
     common = np.flatnonzero(summed >= strategy.num_replicas_in_sync)
     return {int(e) for e in common} & set(epochs)
+
+
+def _multi_worker(model: keras.Model) -> bool:
+    strategy = _keras_compat.trainer_strategy(model)
+    return strategy is not None and _keras_compat.in_multi_worker_mode(strategy)

@@ -159,7 +159,7 @@ def request_stop() -> None:
 class StopOnRequest(keras.callbacks.Callback):
     """Raises `Terminated` at the end of the step during which
     `request_stop()` was called; every file is written atomically, so the
-    run keeps the backup of its last complete epoch."""
+    run keeps its last backup."""
 
     def on_train_batch_end(self, batch, logs=None):
         if _stop_requested.is_set():

@@ -200,6 +200,13 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         help="delete OUTPUT/backup (an interrupted run's state) and start over",
     )
     train.add_argument(
+        "--backup-every",
+        type=_positive_int,
+        metavar="STEPS",
+        help="also back up every STEPS training steps, so a run stopped within "
+        "a long epoch loses at most STEPS steps (default: at each epoch's end)",
+    )
+    train.add_argument(
         "--tensorboard",
         action="store_true",
         help="write TensorBoard logs to OUTPUT/logs",
@@ -403,6 +410,7 @@ def _train(args: argparse.Namespace) -> None:
         tensorboard=args.tensorboard,
         verbose=_progress(args.verbose),
         restart=args.restart,
+        backup_every=args.backup_every,
     )
     if not metrics["chief"]:
         print(f"worker finished; weights sha256 {metrics['weights_sha256']}")
@@ -576,7 +584,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def _stop_on_sigterm() -> None:
     """Makes SIGTERM end the command as Ctrl-C does: at the next Python
     instruction, through the same clean-up (every file is written
-    atomically, so a run keeps the backup of its last complete epoch)."""
+    atomically, so a run keeps its last backup)."""
     import signal
     import threading
 
@@ -597,8 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except Terminated:
         print(
-            "ninlayers: terminated (SIGTERM); a training run keeps the backup "
-            "of its last complete epoch: the same command resumes it",
+            "ninlayers: terminated (SIGTERM); a training run keeps its last "
+            "backup: the same command resumes it",
             file=sys.stderr,
         )
         return 143

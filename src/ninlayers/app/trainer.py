@@ -121,6 +121,7 @@ def train(
     tensorboard: bool = False,
     verbose: int | str = "auto",
     restart: bool = False,
+    backup_every: int | None = None,
 ) -> dict[str, Any]:
     """Trains NiN with a recipe and writes the run's artifacts.
 
@@ -167,6 +168,9 @@ def train(
         tensorboard: bool. Write TensorBoard logs to `output_dir/logs`.
         verbose: int or `"auto"`. Keras's progress display.
         restart: bool. Delete the backup in `output_dir` and start over.
+        backup_every: int or `None`. Also back up every this many steps
+            within an epoch, so a run stopped in a long epoch loses at most
+            that many steps (one worker only). `None`: at each epoch's end.
 
     Returns:
         dict, the contents of `metrics.json`.
@@ -185,6 +189,7 @@ def train(
         precision=precision,
     )
     distribution = runtime.get_strategy(strategy)
+    _check_backup_every(backup_every, distribution)
     output = _output_dir(output_dir)
     with OutputLock(output):
         if restart:
@@ -196,7 +201,17 @@ def train(
         with distribution.scope():
             model = build_model(recipe, data, architecture)
         run = fingerprint(recipe, data, architecture, seed, image_folder)
-        result = fit(model, data, recipe, output, run, tensorboard, verbose, wall_start)
+        result = fit(
+            model,
+            data,
+            recipe,
+            output,
+            run,
+            tensorboard,
+            verbose,
+            wall_start,
+            backup_every=backup_every,
+        )
         if not runtime.is_chief():
             return _finish_worker(model, output, result, distribution)
         # The network trained: the recipe's, or the `architecture` override.
@@ -217,6 +232,18 @@ def train(
         shutil.rmtree(output / BACKUP_DIR, ignore_errors=True)
         _barrier(distribution)
     return metrics
+
+
+def _check_backup_every(backup_every: int | None, distribution: Any) -> None:
+    if backup_every is None:
+        return
+    _checks.positive_int("backup_every", backup_every)
+    if _keras_compat.in_multi_worker_mode(distribution):
+        raise ValueError(
+            "backup_every (--backup-every) works on one worker; a multi-worker "
+            "run backs up at each epoch's end, where the workers agree. "
+            f"Received: backup_every={backup_every} with several workers"
+        )
 
 
 def resolve_recipe(recipe: str | Recipe, **overrides: Any) -> Recipe:
@@ -405,6 +432,7 @@ def fit(
     tensorboard: bool = False,
     verbose: int | str = "auto",
     start: float | None = None,
+    backup_every: int | None = None,
 ) -> FitResult:
     """Fits with a crash-safe backup in `output/backup`, resuming from it.
 
@@ -419,6 +447,7 @@ def fit(
         start: float or `None`. The run's start (`time.perf_counter()`):
             each epoch's `elapsed_seconds` in the history counts from it
             (`None`: from the start of `fit`).
+        backup_every: int or `None`. Also back up every this many steps.
 
     Raises:
         TrainingError: if the loss or the gradient norm became non-finite,
@@ -430,6 +459,7 @@ def fit(
         run if run is not None else dataclasses.asdict(recipe),
         guard=nan_guard,
         restart_hint="--restart (restart=True)",
+        save_every_steps=backup_every,
     )
     # In this order: the timer stops before the held-out scoring, whose
     # scores (and the time elapsed with them) join the logs before the
@@ -443,14 +473,7 @@ def fit(
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
     fit_start = time.perf_counter()
-    model.fit(
-        data.train,
-        epochs=recipe.epochs,
-        steps_per_epoch=data.steps_per_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # the pipeline shuffles
-        verbose=verbose,
-    )
+    _fit_resuming_steps(model, data, recipe.epochs, callbacks, backup, verbose)
     fit_seconds = time.perf_counter() - fit_start
     if nan_guard.bad is not None:
         epoch, batch, value = nan_guard.bad
@@ -467,6 +490,29 @@ def fit(
         train_seconds=sum(timer.seconds),
         resumed_from=backup.resumed_from,
         epochs_run=len(history.get("loss", [])) - backup.resumed_from,
+    )
+
+
+def _fit_resuming_steps(
+    model: keras.Model,
+    data: TrainData,
+    epochs: int,
+    callbacks: list[keras.callbacks.Callback],
+    backup: RunBackup,
+    verbose: int | str,
+) -> None:
+    """`model.fit` for `epochs`; a backup taken within an epoch first runs
+    the rest of that epoch, as an epoch of its own."""
+    epoch, done = backup.newest_position() if backup.save_every_steps else (0, 0)
+    options = dict(callbacks=callbacks, shuffle=False, verbose=verbose)
+    if done:
+        # `RunBackup` restores the checkpoint and sets the initial epoch.
+        rest = data.steps_per_epoch - done
+        model.fit(data.train, epochs=epoch + 1, steps_per_epoch=rest, **options)
+        if model.stop_training or epoch + 1 >= epochs:
+            return
+    model.fit(
+        data.train, epochs=epochs, steps_per_epoch=data.steps_per_epoch, **options
     )
 
 
