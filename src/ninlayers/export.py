@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,7 @@ def export(
     input_type: str = "float32",
     output_type: str = "float32",
     test_time_flip: bool | None = None,
+    verbose: bool = False,
 ) -> Path:
     """Exports a model for deployment, in float32 or full-integer int8.
 
@@ -196,6 +197,8 @@ def export(
         test_time_flip: bool or `None`. For a `NiN`, whether the file
             averages each image with its mirror image (twice the cost);
             `None` keeps the model's setting. Defaults to `None`.
+        verbose: bool. Print each stage, and a progress bar over the
+            calibration images (Keras's `Progbar`). Defaults to `False`.
 
     Returns:
         Path of the file or directory.
@@ -224,6 +227,11 @@ def export(
     if int8:
         calibration = _calibration_images(copy, calibration)
     path = Path(path)
+    if verbose:
+        kind = f"int8, calibrated on {len(calibration)} images" if int8 else "float32"
+        print(f"Converting {copy.name} to {format} ({kind})", flush=True)
+        if int8:
+            calibration = _Counted(calibration, keras.utils.Progbar(len(calibration)))
     with _atomic_target(path, format) as target:
         if format == "saved_model":
             copy.export(str(target), format="tf_saved_model", verbose=False)
@@ -235,6 +243,23 @@ def export(
         else:
             _onnx(copy, target, calibration, info)
     return path
+
+
+class _Counted:
+    """Calibration images that advance a progress bar as they are read."""
+
+    def __init__(self, images: np.ndarray, bar: Any) -> None:
+        self.images, self.bar, self.seen = images, bar, 0
+        self.shape, self.dtype = images.shape, images.dtype
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        batch = self.images[index]
+        self.seen = min(self.seen + len(batch), len(self.images))
+        self.bar.update(self.seen)
+        return batch
 
 
 @contextlib.contextmanager
@@ -440,7 +465,7 @@ def _quantize_onnx(source: Path, target: Path, calibration: np.ndarray) -> None:
         ) from None
 
     class Reader(quantization.CalibrationDataReader):
-        def __init__(self, name: str, batches: Sequence[np.ndarray]) -> None:
+        def __init__(self, name: str, batches: Iterable[np.ndarray]) -> None:
             self.feeds = iter({name: batch} for batch in batches)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -449,7 +474,8 @@ def _quantize_onnx(source: Path, target: Path, calibration: np.ndarray) -> None:
     import onnxruntime
 
     name = onnxruntime.InferenceSession(str(source)).get_inputs()[0].name
-    batches = [calibration[i : i + 32] for i in range(0, len(calibration), 32)]
+    # Sliced as the quantizer reads them (a progress bar follows the reads).
+    batches = (calibration[i : i + 32] for i in range(0, len(calibration), 32))
     quantization.quantize_static(
         str(source),
         str(target),

@@ -110,9 +110,31 @@ def test_exported_files_refuse_what_they_cannot_do(saved, tmp_path, capsys):
     assert not (tmp_path / "again.tflite").exists()
 
 
+@pytest.mark.parametrize("name", ["m.onnx", "m.tflite"])
+def test_export_shows_its_stages_and_calibration_progress(
+    saved, tmp_path, capsys, name
+):
+    from ninlayers.app.deploy import export_model
+
+    export_model(
+        saved / "model.keras",
+        tmp_path / name,
+        int8=True,
+        calibration_images=40,
+        image_folder=saved / "images",
+        verbose=True,
+    )
+    out = capsys.readouterr().out
+    assert "Loading 40 calibration images" in out
+    assert f"to {name[2:]} (int8, calibrated on 40 images)" in out
+    assert "40/40" in out
+
+
 @pytest.mark.slow
 def test_deployment_benchmark_compares_every_path_with_the_seed(tmp_path, capsys):
-    result = deploy_benchmark.run_deployment_benchmark(images=256, repeats=1, single=4)
+    result = deploy_benchmark.run_deployment_benchmark(
+        images=256, repeats=1, single=4, verbose=True
+    )
     paths = result["paths"]
     assert set(paths) == {
         "seed_keras",
@@ -130,3 +152,6 @@ def test_deployment_benchmark_compares_every_path_with_the_seed(tmp_path, capsys
     assert paths["keras_float32"]["accuracy"] >= 0.9  # the pretrained preset
     printed = capsys.readouterr().out
     assert "LiteRT int8:" in printed and "x the seed's Keras predict" in printed
+    # The progress bar: one step per exported file, then per timed round.
+    steps = len(deploy_benchmark.FILES) + 1
+    assert f"{steps}/{steps}" in printed

@@ -481,6 +481,7 @@ def _export(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         image_folder=args.image_folder,
         test_time_flip=args.test_time_flip,
+        verbose=sys.stdout.isatty(),
     )
     kind = "int8" if written["int8"] else "float32"
     flip = (
@@ -509,7 +510,10 @@ def _benchmark(args: argparse.Namespace) -> None:
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
         result = run_deployment_benchmark(
-            model=args.model, repeats=args.repeats, images=args.deployment_images
+            model=args.model,
+            repeats=args.repeats,
+            images=args.deployment_images,
+            verbose=sys.stdout.isatty(),
         )
     else:
         from ninlayers.app.benchmark import run_benchmark

@@ -60,6 +60,7 @@ def export_model(
     data_dir: str | os.PathLike | None = None,
     image_folder: str | os.PathLike | None = None,
     test_time_flip: bool | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Exports a model for deployment (see `ninlayers.export.export`).
 
@@ -72,6 +73,8 @@ def export_model(
         calibration_images: int. Training images to calibrate int8 on.
         data_dir, image_folder: where the calibration images come from.
         test_time_flip: bool or `None` (the model's setting).
+        verbose: bool. Print each stage and a progress bar over the
+            calibration images.
 
     Returns:
         dict: `path`, `format`, `int8`, `test_time_flip` (whether the file
@@ -87,6 +90,8 @@ def export_model(
     calibration = None
     if int8:
         height, width, channels = inference.input_size(model)
+        if verbose:
+            print(f"Loading {calibration_images} calibration images", flush=True)
         calibration = load_calibration_images(
             calibration_images, data_dir, image_folder, (height, width), channels
         )
@@ -99,6 +104,7 @@ def export_model(
         input_type=input_type,
         output_type=output_type,
         test_time_flip=test_time_flip,
+        verbose=verbose,
     )
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return {

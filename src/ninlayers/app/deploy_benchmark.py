@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from ninlayers import export, exported
@@ -47,7 +48,9 @@ def _exported_path(model: exported.ExportedModel) -> tuple[Callable, Callable]:
     return (lambda x: model.predict(x, batch_size=64), model.predict)
 
 
-def _paths(model: Any, directory: Path, calibration: np.ndarray) -> dict[str, tuple]:
+def _paths(
+    model: Any, directory: Path, calibration: np.ndarray, bar: Any = None
+) -> dict[str, tuple]:
     """name -> (predict many images, predict one) for every path."""
     paths = {
         # The seed predicts with Keras's defaults: batch 32, float32.
@@ -63,11 +66,13 @@ def _paths(model: Any, directory: Path, calibration: np.ndarray) -> dict[str, tu
             calibration=calibration if int8 else None,
         )
         paths[name] = _exported_path(exported.ExportedModel(path))
+        if bar is not None:
+            bar.add(1)
     return paths
 
 
 def _time_paths(
-    paths: dict[str, tuple], x: np.ndarray, repeats: int, single: int
+    paths: dict[str, tuple], x: np.ndarray, repeats: int, single: int, bar: Any = None
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, np.ndarray]]:
     """Seconds per pass over `x` and per batch-1 call, every repeat, and the
     last pass's outputs."""
@@ -87,6 +92,8 @@ def _time_paths(
                 start = time.perf_counter()
                 one(x[i : i + 1])
                 latency_s[name].append(time.perf_counter() - start)
+        if bar is not None:
+            bar.add(1)
     return batch_s, latency_s, outputs
 
 
@@ -112,6 +119,7 @@ def run_deployment_benchmark(
     calibration: int = 500,
     data_dir: Any = None,
     print_fn: Callable[[str], None] | None = print,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Times and scores every deployment path of `model` in one run.
 
@@ -130,6 +138,8 @@ def run_deployment_benchmark(
         calibration: int. Training images the int8 files are calibrated on.
         data_dir: Fashion-MNIST's directory, or `None` to look for it.
         print_fn: callable or `None`. Where the table goes.
+        verbose: bool. A progress bar (Keras's `Progbar`) over the exports
+            and the timed rounds. Defaults to `False`.
 
     Returns:
         dict: per path `images_per_second` (batch 64, median), `batch1`
@@ -143,9 +153,13 @@ def run_deployment_benchmark(
     x = x_test[:images, ..., None].astype("float32") / 255.0
     keras_model = export.with_test_time_flip(inference._as_model(model), test_time_flip)
     cal = x_train[:: max(len(x_train) // calibration, 1)][:calibration, ..., None]
+    # One step per exported file, then per timed round.
+    bar = (
+        keras.utils.Progbar(len(FILES) + repeats, unit_name="step") if verbose else None
+    )
     with tempfile.TemporaryDirectory(prefix="ninlayers-deploy-") as tmp:
-        paths = _paths(keras_model, Path(tmp), cal)
-        batch_s, latency_s, outputs = _time_paths(paths, x, repeats, single)
+        paths = _paths(keras_model, Path(tmp), cal, bar)
+        batch_s, latency_s, outputs = _time_paths(paths, x, repeats, single, bar)
     scores = _score(outputs, y_test[: len(x)])
     result = _summarize(batch_s, latency_s, scores, len(x))
     result.update(
