@@ -1,5 +1,5 @@
-"""ninlayers on every Keras backend: imports, defaults, portable files, JAX
-data parallelism.
+"""ninlayers on every Keras backend: imports, defaults, portable files
+(JAX's data parallelism is in tests/app/test_distributed.py).
 
 Each check runs in fresh processes, one per backend (Keras picks its backend
 once, when it is imported), so the TensorFlow run of the suite tests all
@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 
 from ninlayers import runtime
@@ -154,51 +153,3 @@ def test_keras_files_cross_backends_with_equal_predictions(tmp_path):
         for name, (difference, class_names) in json.loads(out).items():
             assert difference < 1e-5, f"saved on {name}, loaded on {backend}"
             assert class_names == list("abcd")
-
-
-DATA_PARALLEL = """
-import json, numpy as np, keras, jax, ninlayers
-assert len(jax.devices()) == 2, jax.devices()
-arch = [{"filters": 8, "kernel_size": 3}, {"filters": 16, "kernel_size": 3}]
-rng = np.random.default_rng(0)
-x = rng.uniform(size=(64, 16, 16, 1)).astype("float32")
-y = rng.integers(0, 4, 64)
-
-def build():
-    model = ninlayers.NiN(num_classes=4, input_shape=(16, 16, 1), architecture=arch,
-                          use_batch_norm=True, precision="float32",
-                          gradient_clip_norm=0.5)
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
-    return model
-
-keras.utils.set_random_seed(0)
-one = build()
-start = one.get_weights()
-history_one = one.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
-data_parallel = keras.distribution.DataParallel(devices=jax.devices())
-with data_parallel.scope():
-    two = build()
-    two.set_weights(start)
-    history_two = two.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
-print(json.dumps({
-    "loss": [history_one.history["loss"], history_two.history["loss"]],
-    "norm": [h.history["gradient_norm"] for h in (history_one, history_two)],
-    "weights": max(float(np.max(np.abs(a - b)))
-                   for a, b in zip(one.get_weights(), two.get_weights())),
-    "sharded": str(two.trainable_variables[0].value.sharding),
-}))
-"""
-
-
-@pytest.mark.slow
-def test_jax_data_parallel_on_two_host_devices_equals_one_device():
-    out = run_on(
-        "jax",
-        DATA_PARALLEL,
-        {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-    )
-    result = json.loads(out.strip().splitlines()[-1])
-    np.testing.assert_allclose(*result["loss"], rtol=1e-5)
-    np.testing.assert_allclose(*result["norm"], rtol=1e-4)
-    assert result["weights"] < 1e-5
-    assert "'batch': 2" in result["sharded"]  # the mesh spans both devices

@@ -27,11 +27,20 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     and offset, bfloat16 or float16 activations kept as they are), which
     makes batch norm after every convolution of NiN nearly free
     (docs/performance.md has the measurement). Other inputs (a mask,
-    renormalisation,
-    `synchronized=True`, another rank, axis or backend) fall back to Keras's
+    renormalisation, another rank, axis or backend) fall back to Keras's
     own code.
 
+    Under a `tf.distribute` strategy with several replicas the statistics
+    are the global batch's by default (`synchronized=None`), summed across
+    the replicas as Keras's `synchronized=True` does, so training on N
+    replicas equals training on one device, as JAX's `DataParallel` does.
+
     Args:
+        synchronized: bool or `None`. `None`: the global batch's statistics
+            under several `tf.distribute` replicas, the fused kernel
+            otherwise. `True`: Keras's synchronized batch norm always.
+            `False`: each replica normalises with its own part of the batch
+            (Keras's default). Defaults to `None`.
         **kwargs: Arguments of `keras.layers.BatchNormalization`.
 
     Input shape:
@@ -49,6 +58,25 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     (2, 4, 4, 3)
     """
 
+    def __init__(self, synchronized: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(synchronized=bool(synchronized), **kwargs)
+        self.synchronized = synchronized
+
+    def _across_replicas(self) -> bool:
+        """Whether this call runs in one of several `tf.distribute` replicas
+        and should use the global batch's statistics."""
+        if self.synchronized is not None or keras.backend.backend() != "tensorflow":
+            return False
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        return context is not None and context.num_replicas_in_sync > 1
+
+    def _moments(self, inputs: Any, mask: Any) -> Any:
+        if mask is None and self._across_replicas():
+            return ops.moments(inputs, axes=self._reduction_axes, synchronized=True)
+        return super()._moments(inputs, mask)
+
     def add_weight(self, *args: Any, **kwargs: Any) -> Any:
         # Under tf.distribute each replica updates the moving statistics from
         # its own part of the batch. "mean" aggregation averages the updates,
@@ -65,6 +93,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and mask is None
             and not self.renorm
             and not self.synchronized
+            and not self._across_replicas()
             and len(inputs.shape) == 4
             and self.axis in (3, -1)
             # cuDNN's smallest epsilon (CUDNN_BN_MIN_EPSILON); TensorFlow's
@@ -91,6 +120,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 data_format="NHWC",
                 is_training=True,
             )
+            # The kernel returns the unbiased (n - 1) variance; Keras's moving
+            # variance (and JAX's, PyTorch's) follows the biased one it
+            # normalised with.
+            count = tf.cast(tf.size(inputs) // channels, "float32")
+            variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
             momentum = self.momentum
             self.moving_mean.assign(
                 self.moving_mean * momentum + mean * (1.0 - momentum)

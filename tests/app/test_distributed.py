@@ -209,3 +209,118 @@ def test_killed_workers_resume_together_from_their_last_epoch(tmp_path):
     assert metrics["resumed_from_epoch"] >= killed_at
     assert len(metrics["history"]["loss"]) == 4
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+# One device, Mirrored over two logical CPUs, and JAX's DataParallel over two
+# host devices, from the same weights on the same batches (a small default
+# NiN: batch norm on; float32). Each engine runs in its own process.
+REPLICAS_TF = """
+import json, sys, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+two_cpus = [tf.config.LogicalDeviceConfiguration()] * 2
+tf.config.set_logical_device_configuration(cpu, two_cpus)
+import keras, ninlayers
+from ninlayers.layers import FusedBatchNormalization
+exec(open(sys.argv[1]).read())
+keras.utils.set_random_seed(0)
+one = build()
+start = one.get_weights()
+np.savez(sys.argv[2] + "/start.npz", *start)
+losses = {"one": one.fit(x, y, **FIT).history["loss"]}
+weights = {"one": one.get_weights()}
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+for name in ("mirrored", "mirrored_per_replica"):
+    if name == "mirrored_per_replica":  # each replica its own statistics
+        FusedBatchNormalization._across_replicas = lambda self: False
+    with strategy.scope():
+        model = build(start)
+    losses[name] = model.fit(x, y, **FIT).history["loss"]
+    weights[name] = model.get_weights()
+np.savez(sys.argv[2] + "/tf.npz", *weights["one"])
+weights = {k: diff(weights["one"], w) for k, w in weights.items()}
+print(json.dumps({"losses": losses, "weights": weights}))
+"""
+
+REPLICAS_JAX = """
+import json, sys, numpy as np, jax, keras, ninlayers
+assert len(jax.devices()) == 2, jax.devices()
+exec(open(sys.argv[1]).read())
+load = lambda name: list(np.load(sys.argv[2] + name).values())
+one = build(load("/start.npz"))
+losses = {"one": one.fit(x, y, **FIT).history["loss"]}
+with keras.distribution.DataParallel(devices=jax.devices()).scope():
+    two = build(load("/start.npz"))
+    losses["data_parallel"] = two.fit(x, y, **FIT).history["loss"]
+print(json.dumps({"losses": losses, "weights": {
+    "data_parallel": diff(one.get_weights(), two.get_weights()),
+    "tensorflow_one": diff(one.get_weights(), load("/tf.npz")),
+}, "sharding": str(two.trainable_variables[0].value.sharding)}))
+"""
+
+REPLICAS_COMMON = """
+arch = [{"filters": 8, "kernel_size": 3}, {"filters": 16, "kernel_size": 3}]
+rng = np.random.default_rng(0)
+x = rng.uniform(size=(64, 16, 16, 1)).astype("float32")
+y = rng.integers(0, 4, 64)
+FIT = dict(batch_size=16, epochs=2, shuffle=False, verbose=0)
+
+def build(weights=None):
+    model = ninlayers.NiN(num_classes=4, input_shape=(16, 16, 1), architecture=arch,
+                          precision="float32", gradient_clip_norm=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    if weights is not None:
+        model.set_weights(weights)
+    return model
+
+def diff(a, b):
+    return max(float(np.max(np.abs(p - q))) for p, q in zip(a, b, strict=True))
+"""
+
+
+def run_engine(code, backend, tmp_path, env=None):
+    script = tmp_path / f"replicas_{backend}.py"
+    common = tmp_path / "replicas_common.py"
+    script.write_text(code)
+    common.write_text(REPLICAS_COMMON)
+    result = subprocess.run(
+        [sys.executable, str(script), str(common), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **os.environ,
+            "KERAS_BACKEND": backend,
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            **(env or {}),
+        },
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_batch_norm_across_replicas_equals_one_device_on_both_engines(tmp_path):
+    """Scale: Mirrored and JAX's DataParallel normalise with the global
+    batch's statistics, so both equal one device, and each other."""
+    tf_run = run_engine(REPLICAS_TF, "tensorflow", tmp_path)
+    jax_run = run_engine(
+        REPLICAS_JAX,
+        "jax",
+        tmp_path,
+        {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
+    one = tf_run["losses"]["one"]
+    for losses in (
+        tf_run["losses"]["mirrored"],
+        jax_run["losses"]["one"],
+        jax_run["losses"]["data_parallel"],
+    ):
+        assert losses == pytest.approx(one, rel=1e-5)
+    assert tf_run["weights"]["mirrored"] < 1e-5
+    assert jax_run["weights"]["data_parallel"] < 1e-5
+    assert jax_run["weights"]["tensorflow_one"] < 1e-5
+    assert "'batch': 2" in jax_run["sharding"]  # the mesh spans both devices
+    # Per-replica statistics (Keras's default) train another model: the
+    # comparison can tell the two apart.
+    assert tf_run["weights"]["mirrored_per_replica"] > 1e-3
