@@ -331,8 +331,8 @@ def _terminate_after_first_epoch(out, prefix):
     """Starts a long run, sends SIGTERM once its first checkpoint exists."""
     import time
 
-    args = ["train", "--train-limit", "1024", "--test-limit", "64"]
-    args += ["--epochs", "12", "--architecture", json.dumps(TINY), "--verbose", "0"]
+    args = ["train", "--train-limit", "512", "--test-limit", "64"]
+    args += ["--epochs", "6", "--architecture", json.dumps(TINY), "--verbose", "0"]
     command = [sys.executable, *prefix, *args, "--output", str(out)]
     process = subprocess.Popen(
         command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -378,7 +378,7 @@ def test_sigterm_stops_in_one_line_keeping_the_backup_and_the_command_resumes(
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["resumed_from_epoch"] >= 1 and len(metrics["history"]["loss"]) == 12
+    assert metrics["resumed_from_epoch"] >= 1 and len(metrics["history"]["loss"]) == 6
 
 
 def crash_at_step_checkpoint(monkeypatch, position):

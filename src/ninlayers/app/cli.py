@@ -187,6 +187,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         type=_positive_int,
         help="evaluate on only the first N test images",
     )
+    _add_run_control(train)
+
+
+def _add_run_control(train: argparse.ArgumentParser) -> None:
+    """`train`'s arguments on how the run goes: replicas, backups, logs."""
     train.add_argument(
         "--strategy",
         default="auto",
