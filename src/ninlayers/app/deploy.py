@@ -13,8 +13,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from ninlayers import export, exported
-from ninlayers.app import data, inference
+from ninlayers import classifier, export, exported
+from ninlayers.app import data, folders, inference
 from ninlayers.classifier import NiNImageClassifier
 
 __all__ = ["export_model", "load_calibration_images"]
@@ -38,10 +38,13 @@ def load_calibration_images(
 
     Returns:
         np.ndarray `(count, height, width, channels)` (fewer if the data has
-        fewer): uint8 Fashion-MNIST pixels, or an image folder's floats.
+        fewer): uint8 pixels.
     """
     if image_folder is not None:
-        images, _, _ = data.load_image_folder(image_folder, size, channels)
+        # Only the files taken are read: `count` spread over the folder.
+        listed = folders.list_folder(image_folder)
+        files = listed.files[:: max(len(listed) // count, 1)][:count]
+        return folders.read_all(files, size, channels)
     else:
         (images, _), _ = data.load_fashion_mnist(data_dir)
         images = images[..., None]
@@ -95,6 +98,10 @@ def export_model(
         calibration = load_calibration_images(
             calibration_images, data_dir, image_folder, (height, width), channels
         )
+        if classifier.input_range(model) is None:
+            # A model without a pixel contract takes the [0, 1] floats the
+            # application reads images as.
+            calibration = calibration.astype("float32") / 255.0
     path = export.export(
         model,
         output,

@@ -29,7 +29,14 @@ import numpy as np
 
 from ninlayers.errors import ImageFileError
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "image_channels", "read_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "check_header",
+    "image_channels",
+    "read_image",
+    "read_pixels",
+]
 
 #: The file suffixes read from an image folder (Keras's image folders' own,
 #: with TIFF and WebP, which Pillow reads too).
@@ -125,6 +132,20 @@ def read_image(
     >>> read_image(path, (2, 2)).shape
     (2, 2, 1)
     """
+    return read_pixels(path, size, channels, invert).astype("float32") / 255.0
+
+
+def read_pixels(
+    path: str | os.PathLike,
+    size: tuple[int, int],
+    channels: int = 1,
+    invert: bool = False,
+) -> np.ndarray:
+    """`read_image`'s pixels as uint8 `(height, width, channels)`, 0-255.
+
+    A quarter of the float images' memory: image folders are streamed and
+    cached as these.
+    """
     from PIL import Image
 
     path = Path(path)
@@ -135,10 +156,21 @@ def read_image(
         image = _opaque(image, background=255 if invert else 0)
         image = image.convert("L" if channels == 1 else "RGB")
         image = image.resize((size[1], size[0]), Image.BILINEAR)
-        array = np.asarray(image, dtype="float32") / 255.0
+        array = np.asarray(image, dtype="uint8")
     if channels == 1:
         array = array[..., None]
-    return 1.0 - array if invert else array
+    return 255 - array if invert else array
+
+
+def check_header(path: str | os.PathLike) -> None:
+    """Opens an image's header only (its format and declared size): the
+    cheap check of every file of a folder before streaming it.
+
+    Raises:
+        ImageFileError: if it is not an image, or declares too many pixels.
+    """
+    with _decoding(Path(path)):
+        pass
 
 
 def _eight_bit(image: Any) -> Any:

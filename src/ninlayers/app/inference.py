@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from ninlayers import _checks, explain, exported
-from ninlayers.app import data, plots
+from ninlayers.app import data, folders, plots
 from ninlayers.app.images import read_image
 from ninlayers.classifier import NiNImageClassifier
 
@@ -131,23 +131,19 @@ def load_images(
     return np.stack([read_image(p, size, channels, invert) for p in paths])
 
 
-def _check_fits(
-    model: keras.Model, x: np.ndarray, y: np.ndarray, image_folder: Any
-) -> None:
+def _check_fits(model: keras.Model, y: np.ndarray, channels: int, source: str) -> None:
     """Refuses test data the model cannot score: more classes, other channels."""
-    source = f"the image folder {image_folder}" if image_folder else "Fashion-MNIST"
     num_classes = model.output_shape[-1]
     if len(y) and int(y.max()) >= num_classes:
         raise ValueError(
             f"The model has {num_classes} classes but {source} has "
             f"{int(y.max()) + 1}: evaluate it on data of its own classes."
         )
-    channels, found = model.input_shape[-1], x.shape[-1] if x.ndim == 4 else 1
-    if found != channels:
+    if channels != model.input_shape[-1]:
         raise ValueError(
-            f"The model expects {channels}-channel images but {source} has "
-            f"{found}-channel ones: evaluate it on an image folder "
-            "(--image-folder), whose images are converted to its channels."
+            f"The model expects {model.input_shape[-1]}-channel images but "
+            f"{source} has {channels}-channel ones: evaluate it on an image "
+            "folder (--image-folder), whose images are converted to its channels."
         )
 
 
@@ -314,16 +310,22 @@ def evaluate(
     model = _as_model(model)
     height, width, channels = input_size(model)
     if image_folder is not None:
-        x_test, y_test, folders = data.load_image_folder(
-            image_folder, (height, width), channels
+        # Streamed: listed and checked once, decoded batch by batch.
+        listed = folders.list_folder(image_folder)
+        folders.check_headers(listed.files)
+        listed = listed.subset(np.arange(min(limit or len(listed), len(listed))))
+        listed.labels = labels_by_name(
+            model, listed.class_names, listed.labels, image_folder
         )
-        y_test = labels_by_name(model, folders, y_test, image_folder)
-    else:
-        _, (x_test, y_test) = data.load_fashion_mnist(data_dir)
-        y_test = labels_by_name(model, data.CLASS_NAMES, y_test, "Fashion-MNIST")
+        _check_fits(model, listed.labels, channels, f"the image folder {image_folder}")
+        ds = folders.stream(listed, (height, width), channels, batch_size)
+        with folders.reading_errors():
+            return scores(*predict_dataset(model, ds, verbose))
+    _, (x_test, y_test) = data.load_fashion_mnist(data_dir)
+    y_test = labels_by_name(model, data.CLASS_NAMES, y_test, "Fashion-MNIST")
     if limit:
         x_test, y_test = x_test[:limit], y_test[:limit]
-    _check_fits(model, x_test, y_test, image_folder)
+    _check_fits(model, y_test, 1, "Fashion-MNIST")
     resize = None if x_test.shape[1:3] == (height, width) else (height, width)
     ds = data.make_dataset(x_test, y_test, batch_size, image_size=resize)
     return scores(*predict_dataset(model, ds, verbose))

@@ -22,7 +22,7 @@ import numpy as np
 from ninlayers import _checks, _keras_compat, explain, runtime
 from ninlayers._utils import follow_rename
 from ninlayers.app import data as data_lib
-from ninlayers.app import machine, plots
+from ninlayers.app import folders, machine, plots
 from ninlayers.app.artifacts import (
     METRICS_FILE,
     MODEL_FILE,
@@ -39,6 +39,7 @@ from ninlayers.app.callbacks import (
     StopOnRequest,
     Throughput,
 )
+from ninlayers.app.images import image_channels
 from ninlayers.app.inference import predict_dataset, probabilities, scores
 from ninlayers.app.lock import OutputLock
 from ninlayers.app.recipes import (
@@ -201,25 +202,27 @@ def train(
         with distribution.scope():
             model = build_model(recipe, data, architecture)
         run = fingerprint(recipe, data, architecture, seed, image_folder)
-        result = fit(
-            model,
-            data,
-            recipe,
-            output,
-            run,
-            tensorboard,
-            verbose,
-            wall_start,
-            backup_every=backup_every,
-        )
-        if not runtime.is_chief():
-            return _finish_worker(model, output, result, distribution)
-        # The network trained: the recipe's, or the `architecture` override.
-        metrics = {
-            "recipe": {**recipe.__dict__},
-            "architecture": architecture or recipe.architecture,
-        }
-        metrics.update(write_artifacts(model, data, result, output))
+        # A damaged image of a streamed folder stops the run in one line.
+        with folders.reading_errors():
+            result = fit(
+                model,
+                data,
+                recipe,
+                output,
+                run,
+                tensorboard,
+                verbose,
+                wall_start,
+                backup_every=backup_every,
+            )
+            if not runtime.is_chief():
+                return _finish_worker(model, output, result, distribution)
+            # The network trained: the recipe's, or the `architecture` override.
+            metrics = {
+                "recipe": {**recipe.__dict__},
+                "architecture": architecture or recipe.architecture,
+            }
+            metrics.update(write_artifacts(model, data, result, output))
         metrics.update(
             wall_seconds=time.perf_counter() - wall_start,
             seed=seed,
@@ -278,27 +281,6 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _arrays(
-    seed: int,
-    data_dir: str | os.PathLike | None,
-    image_folder: str | os.PathLike | None,
-    size: tuple[int, int],
-) -> tuple[tuple[np.ndarray, ...], list[str], int]:
-    """`((x_train, y_train, x_test, y_test), class_names, channels)`."""
-    if image_folder is None:
-        (x_train, y_train), (x_test, y_test) = data_lib.load_fashion_mnist(data_dir)
-        channels = data_lib.FASHION_MNIST_SHAPE[2]
-        return (x_train, y_train, x_test, y_test), list(data_lib.CLASS_NAMES), channels
-    channels = data_lib.image_folder_channels(image_folder)
-    x, y, names = data_lib.load_image_folder(
-        image_folder, size, channels, allow_empty=False
-    )
-    order = np.random.default_rng(seed).permutation(len(x))
-    cut = len(x) - max(1, int(len(x) * data_lib.IMAGE_FOLDER_TEST_SPLIT))
-    train, test = order[:cut], order[cut:]
-    return (x[train], y[train], x[test], y[test]), names, channels
-
-
 def load_data(
     recipe: Recipe,
     seed: int = 0,
@@ -309,11 +291,15 @@ def load_data(
     test_limit: int | None = None,
 ) -> TrainData:
     """Loads the images and builds the recipe's training, validation and test
-    pipelines. The training pipeline repeats: `fit` keeps one iterator."""
+    pipelines. The training pipeline repeats: `fit` keeps one iterator. An
+    image folder is streamed (`ninlayers.app.folders`), never read whole."""
     height, width, _ = data_lib.FASHION_MNIST_SHAPE
     size = (input_size, input_size) if input_size else (height, width)
-    arrays, class_names, channels = _arrays(seed, data_dir, image_folder, size)
-    x_train, y_train, x_test, y_test = arrays
+    if image_folder is not None:
+        return _image_folder_data(
+            recipe, seed, image_folder, size, train_limit, test_limit
+        )
+    (x_train, y_train), (x_test, y_test) = data_lib.load_fashion_mnist(data_dir)
     x_train, y_train = x_train[:train_limit], y_train[:train_limit]
     x_test, y_test = x_test[:test_limit], y_test[:test_limit]
     resize = None if x_train.shape[1:3] == size else size
@@ -345,10 +331,60 @@ def load_data(
         held_out=(_as_model_input(held_out[0], resize), held_out[1]),
         held_out_label=label,
         test=data_lib.make_dataset(x_test, y_test, EVAL_BATCH_SIZE, image_size=resize),
-        class_names=class_names,
-        image_shape=(*size, channels),
+        class_names=list(data_lib.CLASS_NAMES),
+        image_shape=(*size, data_lib.FASHION_MNIST_SHAPE[2]),
         n_train=len(x_train),
         steps_per_epoch=-(-len(x_train) // recipe.batch_size),
+    )
+
+
+def _image_folder_data(
+    recipe: Recipe,
+    seed: int,
+    image_folder: str | os.PathLike,
+    size: tuple[int, int],
+    train_limit: int | None,
+    test_limit: int | None,
+) -> TrainData:
+    """An image folder's pipelines: `IMAGE_FOLDER_TEST_SPLIT` of its files,
+    drawn with `seed`, are the test set; the held-out images scored after
+    each epoch (at most `MONITOR_IMAGES`) are the only ones read up front."""
+    everything = folders.list_folder(image_folder, allow_empty=False)
+    folders.check_headers(everything.files)
+    channels = image_channels(everything.files[0])
+    order = np.random.default_rng(seed).permutation(len(everything))
+    cut = len(order) - max(1, int(len(order) * data_lib.IMAGE_FOLDER_TEST_SPLIT))
+    train = everything.subset(order[:cut][:train_limit])
+    test = everything.subset(order[cut:][:test_limit])
+    held, label = test, "test"
+    if recipe.validation_split:
+        cut = int(len(train) * (1 - recipe.validation_split))
+        held, label = train.subset(np.arange(cut, len(train))), "validation"
+        train = train.subset(np.arange(cut))
+    _check_sizes(len(train), len(test), recipe.validation_split)
+    if len(held) > MONITOR_IMAGES or label == "test":
+        label += f" (first {min(MONITOR_IMAGES, len(held)):,} images)"
+    held = held.subset(np.arange(min(MONITOR_IMAGES, len(held))))
+    train_ds = folders.stream(
+        train,
+        size,
+        channels,
+        recipe.batch_size,
+        shuffle=True,
+        seed=seed,
+        augment=recipe.augment,
+        crop_padding=recipe.crop_padding,
+        erasing=recipe.erasing,
+    )
+    return TrainData(
+        train=train_ds.repeat(),
+        held_out=(folders.read_all(held.files, size, channels), held.labels),
+        held_out_label=label,
+        test=folders.stream(test, size, channels, EVAL_BATCH_SIZE),
+        class_names=everything.class_names,
+        image_shape=(*size, channels),
+        n_train=len(train),
+        steps_per_epoch=-(-len(train) // recipe.batch_size),
     )
 
 
