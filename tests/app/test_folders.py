@@ -114,3 +114,55 @@ def test_evaluate_streams_a_folder_with_its_labels(tmp_path, reads):
     )
     result = inference.evaluate(model, image_folder=root, limit=8)
     assert result["examples"] == 8 and len(reads) == 8
+
+
+@pytest.mark.slow
+def test_the_tutorials_224_network_trains_on_rgb_photos_end_to_end(tmp_path, capsys):
+    """Scale: the 224x224 RGB path, from a folder to an exported file."""
+    import json
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "photos"
+    for index, name in enumerate(["red", "blue"]):
+        (root / name).mkdir(parents=True)
+        for i in range(8):
+            pixels = rng.integers(0, 60, (240, 200, 3), dtype=np.uint8)
+            pixels[..., 2 * index] += 180
+            Image.fromarray(pixels).save(root / name / f"{i}.jpg")
+    run = tmp_path / "run"
+
+    def command(*argv):
+        status = cli.main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        assert status == 0, err
+        return out
+
+    command(
+        "train",
+        "--image-folder",
+        root,
+        "--architecture",
+        "tutorial_224",
+        "--input-size",
+        224,
+        "--epochs",
+        1,
+        "--batch-size",
+        8,
+        "--verbose",
+        0,
+        "--output",
+        run,
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["class_names"] == ["blue", "red"]
+    assert (
+        json.loads(command("evaluate", run, "--image-folder", root))["examples"] == 16
+    )
+    photo = root / "red" / "0.jpg"
+    assert command("predict", run, photo).startswith(f"{photo}: ")
+    command("cam", run, photo, "--output", tmp_path / "cam.png")
+    assert (tmp_path / "cam.png").stat().st_size > 0
+    command("export", run, tmp_path / "nin.tflite")
+    out = command("predict", tmp_path / "nin.tflite", photo)
+    assert out.startswith(f"{photo}: ")

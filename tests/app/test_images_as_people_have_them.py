@@ -170,3 +170,36 @@ def test_a_damaged_image_with_a_non_utf8_name_is_named_printably(tmp_path, capsy
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1
     assert "bad\\udcff.png" in err and "not an image that can be read" in err
+
+
+def test_decoding_off_the_main_thread_leaves_the_warning_filters_alone(
+    tmp_path, monkeypatch
+):
+    """tf.data decodes on its own threads; the warning filters are one list
+    for the whole process, so turning warnings into errors there turned the
+    main thread's warnings into errors too (a training run stopped on a
+    NumPy DeprecationWarning)."""
+    import threading
+    import warnings
+
+    from ninlayers.app import images
+
+    write(tmp_path / "a.png")
+    seen = {}
+    open_image = images._open
+
+    def spying(path):
+        seen[threading.current_thread().name] = list(warnings.filters)
+        return open_image(path)
+
+    monkeypatch.setattr(images, "_open", spying)
+    before = list(warnings.filters)
+    thread = threading.Thread(
+        target=read_image, args=(tmp_path / "a.png", (4, 4)), name="decoder"
+    )
+    thread.start()
+    thread.join()
+    assert seen["decoder"] == before
+    # On the main thread Pillow's warnings still count as failures.
+    read_image(tmp_path / "a.png", (4, 4))
+    assert seen[threading.main_thread().name][0][0] == "error"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,11 +68,19 @@ def _open(path: Path) -> Any:
 @contextlib.contextmanager
 def _decoding(path: Path) -> Iterator[Any]:
     """The opened image; any failure while opening or decoding it (Pillow's
-    plug-ins raise many types, and warn of bombs and damage, which count as
-    failures) becomes one `ImageFileError` naming the file."""
+    plug-ins raise many types) becomes one `ImageFileError` naming the file.
+
+    On the main thread Pillow's warnings of damage count as failures too.
+    Other threads (`tf.data`'s, a thread pool's) leave the warning filters
+    alone: they are one process-wide list, and turning warnings into errors
+    there would turn other threads' warnings into errors as well. Bombs are
+    refused before decoding either way (`MAX_PIXELS`).
+    """
+    strict = threading.current_thread() is threading.main_thread()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
+        with warnings.catch_warnings() if strict else contextlib.nullcontext():
+            if strict:
+                warnings.simplefilter("error")
             with _open(path) as image:
                 yield image
     except Exception as error:
