@@ -76,6 +76,23 @@ EVAL_BATCH_SIZE = 500
 #: about 10% to the fit; docs/recipes.md).
 MONITOR_IMAGES = 2000
 
+#: Bytes of held-out images (uint8) kept in memory for that score: larger
+#: images keep fewer (445 of 224x224 RGB), so memory stays bounded.
+MONITOR_BYTES = 64 * 2**20
+
+
+def eval_batch_size(image_shape: Sequence[int]) -> int:
+    """`EVAL_BATCH_SIZE` for 28x28 grey; larger images get smaller batches
+    holding about as many values (at least 16: 16 for 224x224 RGB)."""
+    values = int(np.prod(image_shape))
+    return int(np.clip(EVAL_BATCH_SIZE * 784 // values, 16, EVAL_BATCH_SIZE))
+
+
+def monitor_images(image_shape: Sequence[int]) -> int:
+    """Held-out images scored after each epoch: `MONITOR_IMAGES`, fewer when
+    they would take more than `MONITOR_BYTES`."""
+    return max(1, min(MONITOR_IMAGES, MONITOR_BYTES // int(np.prod(image_shape))))
+
 
 @dataclasses.dataclass
 class TrainData:
@@ -303,8 +320,10 @@ def load_data(
     x_train, y_train = x_train[:train_limit], y_train[:train_limit]
     x_test, y_test = x_test[:test_limit], y_test[:test_limit]
     resize = None if x_train.shape[1:3] == size else size
-    label = f"test (first {min(MONITOR_IMAGES, len(x_test)):,} images)"
-    held_out = (x_test[:MONITOR_IMAGES], y_test[:MONITOR_IMAGES])
+    shape = (*size, data_lib.FASHION_MNIST_SHAPE[2])
+    monitor = monitor_images(shape)
+    label = f"test (first {min(monitor, len(x_test)):,} images)"
+    held_out = (x_test[:monitor], y_test[:monitor])
     if recipe.validation_split:
         label = "validation"
         cut = int(len(x_train) * (1 - recipe.validation_split))
@@ -330,9 +349,11 @@ def load_data(
         train=train_ds.repeat(),
         held_out=(_as_model_input(held_out[0], resize), held_out[1]),
         held_out_label=label,
-        test=data_lib.make_dataset(x_test, y_test, EVAL_BATCH_SIZE, image_size=resize),
+        test=data_lib.make_dataset(
+            x_test, y_test, eval_batch_size(shape), image_size=resize
+        ),
         class_names=list(data_lib.CLASS_NAMES),
-        image_shape=(*size, data_lib.FASHION_MNIST_SHAPE[2]),
+        image_shape=shape,
         n_train=len(x_train),
         steps_per_epoch=-(-len(x_train) // recipe.batch_size),
     )
@@ -348,7 +369,7 @@ def _image_folder_data(
 ) -> TrainData:
     """An image folder's pipelines: `IMAGE_FOLDER_TEST_SPLIT` of its files,
     drawn with `seed`, are the test set; the held-out images scored after
-    each epoch (at most `MONITOR_IMAGES`) are the only ones read up front."""
+    each epoch (at most `monitor_images`) are the only ones read up front."""
     everything = folders.list_folder(image_folder, allow_empty=False)
     folders.check_headers(everything.files)
     channels = image_channels(everything.files[0])
@@ -362,9 +383,10 @@ def _image_folder_data(
         held, label = train.subset(np.arange(cut, len(train))), "validation"
         train = train.subset(np.arange(cut))
     _check_sizes(len(train), len(test), recipe.validation_split)
-    if len(held) > MONITOR_IMAGES or label == "test":
-        label += f" (first {min(MONITOR_IMAGES, len(held)):,} images)"
-    held = held.subset(np.arange(min(MONITOR_IMAGES, len(held))))
+    monitor = monitor_images((*size, channels))
+    if len(held) > monitor or label == "test":
+        label += f" (first {min(monitor, len(held)):,} images)"
+    held = held.subset(np.arange(min(monitor, len(held))))
     train_ds = folders.stream(
         train,
         size,
@@ -380,7 +402,7 @@ def _image_folder_data(
         train=train_ds.repeat(),
         held_out=(folders.read_all(held.files, size, channels), held.labels),
         held_out_label=label,
-        test=folders.stream(test, size, channels, EVAL_BATCH_SIZE),
+        test=folders.stream(test, size, channels, eval_batch_size((*size, channels))),
         class_names=everything.class_names,
         image_shape=(*size, channels),
         n_train=len(train),
@@ -502,7 +524,7 @@ def fit(
     # backup records them.
     held_out = HeldOutScore(
         *data.held_out,
-        batch_size=EVAL_BATCH_SIZE,
+        batch_size=eval_batch_size(data.image_shape),
         prefix="val" if data.held_out_label == "validation" else "test",
     )
     callbacks = [nan_guard, timer, held_out, Elapsed(start), backup, StopOnRequest()]
