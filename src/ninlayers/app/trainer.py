@@ -336,10 +336,8 @@ def load_data(
         recipe.batch_size,
         shuffle=True,
         seed=seed,
-        augment=recipe.augment,
-        crop_padding=recipe.crop_padding,
-        erasing=recipe.erasing,
         image_size=resize,
+        **_augmentation(recipe),
     )
     # One iterator for the whole fit. Without `repeat`, Keras starts a new
     # iterator every epoch, and on some machines epochs that start with a
@@ -356,6 +354,15 @@ def load_data(
         image_shape=shape,
         n_train=len(x_train),
         steps_per_epoch=-(-len(x_train) // recipe.batch_size),
+    )
+
+
+def _augmentation(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's augmentation, as both pipelines take it."""
+    return dict(
+        augment=recipe.augment,
+        crop_padding=recipe.crop_padding,
+        erasing=recipe.erasing,
     )
 
 
@@ -394,9 +401,7 @@ def _image_folder_data(
         recipe.batch_size,
         shuffle=True,
         seed=seed,
-        augment=recipe.augment,
-        crop_padding=recipe.crop_padding,
-        erasing=recipe.erasing,
+        **_augmentation(recipe),
     )
     return TrainData(
         train=train_ds.repeat(),
