@@ -162,13 +162,13 @@ def stream(
     decoded_bytes = len(folder) * size[0] * size[1] * channels
     cache = decoded_bytes <= CACHE_BYTES if cache is None else cache
     decode = _decoder(size, channels)
+    # Cached: decode once, then shuffle the decoded images. Streamed: shuffle
+    # the names, then decode every pass.
     if cache:
         ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
-        if shuffle:
-            ds = ds.shuffle(len(folder), seed=seed, reshuffle_each_iteration=True)
-    else:
-        if shuffle:
-            ds = ds.shuffle(len(folder), seed=seed, reshuffle_each_iteration=True)
+    if shuffle:
+        ds = ds.shuffle(len(folder), seed=seed, reshuffle_each_iteration=True)
+    if not cache:
         ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     transform = augmenter(True, crop_padding, erasing, seed) if augment else None
