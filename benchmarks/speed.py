@@ -15,10 +15,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-plain", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
-    result = run_benchmark(args.images, args.repeats, with_torch=not args.no_torch)
+    result = run_benchmark(args.images, args.repeats, with_plain=not args.no_plain)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)

@@ -11,7 +11,7 @@ import keras
 
 from ninlayers import _checks, presets, runtime, saving
 from ninlayers._utils import follow_rename
-from ninlayers.layers import NiNBlock
+from ninlayers.layers import MaxPooling2D, NiNBlock
 
 __all__ = [
     "ARCHITECTURES",
@@ -438,7 +438,7 @@ def _stage_layers(
     ]
     if spec.pool_size is not None:
         layers.append(
-            keras.layers.MaxPooling2D(
+            MaxPooling2D(
                 spec.pool_size,
                 spec.pool_strides,
                 data_format="channels_last",

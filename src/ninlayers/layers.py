@@ -14,7 +14,7 @@ from keras import ops
 
 from ninlayers import _checks
 
-__all__ = ["FusedBatchNormalization", "NiNBlock", "NiNClassifierHead"]
+__all__ = ["FusedBatchNormalization", "MaxPooling2D", "NiNBlock", "NiNClassifierHead"]
 
 
 @keras.saving.register_keras_serializable(package="ninlayers")
@@ -101,7 +101,36 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and self.epsilon >= 1.001e-5
         )
 
+    def _torch_fusable(self, inputs: Any, mask: Any) -> bool:
+        return (
+            keras.backend.backend() == "torch"
+            and mask is None
+            and not self.renorm
+            and not self.synchronized
+            and len(inputs.shape) == 4
+            and self.axis in (3, -1)
+        )
+
+    def _update_moving(self, mean: Any, variance: Any) -> None:
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(
+            self.moving_variance * momentum + variance * (1.0 - momentum)
+        )
+
+    def _torch_call(self, inputs: Any, training: Any) -> Any:
+        from ninlayers import _torch_kernels
+
+        outputs, moments = _torch_kernels.batch_norm(
+            self, inputs, bool(training and self.trainable)
+        )
+        if moments is not None:
+            self._update_moving(*moments)
+        return ops.cast(outputs, self.compute_dtype)
+
     def call(self, inputs, training=None, mask=None):
+        if self._torch_fusable(inputs, mask):
+            return self._torch_call(inputs, training)
         if not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
@@ -125,13 +154,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             # normalised with.
             count = tf.cast(tf.size(inputs) // channels, "float32")
             variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
-            momentum = self.momentum
-            self.moving_mean.assign(
-                self.moving_mean * momentum + mean * (1.0 - momentum)
-            )
-            self.moving_variance.assign(
-                self.moving_variance * momentum + variance * (1.0 - momentum)
-            )
+            self._update_moving(mean, variance)
         else:
             outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 inputs,
@@ -144,6 +167,43 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 is_training=False,
             )
         return ops.cast(outputs, self.compute_dtype)
+
+
+def _convolve(conv: keras.layers.Conv2D, x: Any) -> Any:
+    """`conv(x)`, through PyTorch's channels-last kernel on the torch backend."""
+    if keras.backend.backend() == "torch":
+        from ninlayers import _torch_kernels
+
+        y = _torch_kernels.conv2d(conv, x)
+        if y is not None:
+            return y
+    return conv(x)
+
+
+@keras.saving.register_keras_serializable(package="ninlayers")
+class MaxPooling2D(keras.layers.MaxPooling2D):
+    """`keras.layers.MaxPooling2D`, with a channels-last fast path on PyTorch.
+
+    Same arguments and results as Keras's layer. On the torch backend a
+    channels-last input is pooled by PyTorch's channels-last kernel without
+    the two layout copies Keras's torch backend makes around it.
+
+    Example:
+
+    >>> import numpy as np
+    >>> pool = MaxPooling2D(3, 2)
+    >>> tuple(pool(np.zeros((2, 28, 28, 8), "float32")).shape)
+    (2, 13, 13, 8)
+    """
+
+    def call(self, inputs):
+        if keras.backend.backend() == "torch":
+            from ninlayers import _torch_kernels
+
+            outputs = _torch_kernels.max_pool(self, inputs)
+            if outputs is not None:
+                return outputs
+        return super().call(inputs)
 
 
 @keras.saving.register_keras_serializable(package="ninlayers")
@@ -297,7 +357,7 @@ class NiNBlock(keras.layers.Layer):
         x = inputs
         last = len(self.convs) - 1
         for index, conv in enumerate(self.convs):
-            x = conv(x)
+            x = _convolve(conv, x)
             if self.norms[index] is not None:
                 x = self.norms[index](x, training=training)
             if index < last or self.final_activation:

@@ -96,32 +96,55 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys):
     assert "of the bfloat16 ceiling" in printed
 
 
-def test_torch_peer_runs_each_epoch_in_its_own_process(monkeypatch, tmp_path):
-    # A stand-in for the PyTorch worker: it checks the data it was given and
-    # answers one line per epoch asked, as the real one does.
-    log = tmp_path / "epochs.txt"
-    monkeypatch.setattr(
-        benchmark,
-        "_TORCH_PEER",
-        [
-            "-c",
-            "import sys, numpy as np\n"
-            "data = np.load(sys.argv[1])\n"
-            "assert data['x'].shape == (8, 28, 28, 1) and sys.argv[2] == '4'\n"
-            "print('ready', flush=True)\n"
-            "for line in sys.stdin:\n"
-            f"    open({str(log)!r}, 'a').write(line)\n"
-            "    print(0.5, flush=True)\n",
-        ],
+def test_plain_peers_run_each_command_in_their_own_process(monkeypatch, tmp_path):
+    # A stand-in for the plain framework's worker: it checks the data and
+    # the backend it was given and answers one line per command, as
+    # `ninlayers.app._keras_peer.serve` does.
+    log = tmp_path / "commands.txt"
+    script = (
+        "import os, sys, numpy as np\n"
+        "data = np.load(sys.argv[1])\n"
+        "assert data['x'].shape == (8, 28, 28, 1) and sys.argv[2] == '4'\n"
+        "assert os.environ['KERAS_BACKEND'] == 'jax'\n"
+        "print('ready', flush=True)\n"
+        "for line in sys.stdin:\n"
+        f"    open({str(log)!r}, 'a').write(line)\n"
+        "    print('done', flush=True)\n"
     )
+    monkeypatch.setattr(
+        benchmark, "PLAIN_PEERS", {"plain_jax": ("unused", "jax", "numpy")}
+    )
+    monkeypatch.setattr(benchmark, "_Peer", _ScriptPeer(script))
     x = np.zeros((8, 28, 28, 1), "float32")
-    peer = benchmark._TorchPeer(x, np.zeros(8, "int64"), 4)
+    peers = benchmark._plain_peers(x, np.zeros(8, "int64"), 4)
+    assert list(peers) == ["plain_jax"]
+    peer = peers["plain_jax"]
     try:
-        assert peer() == 0.5 and peer() == 0.5
+        assert peer.ask("fit") == "done" and peer.ask("predict") == "done"
     finally:
         peer.close()
-    assert log.read_text() == "epoch\nepoch\n"
+    assert log.read_text() == "fit\npredict\n"
     assert peer._process.returncode == 0
+
+
+def _ScriptPeer(script: str):
+    """`benchmark._Peer`, running `script` with `python -c` instead of a module."""
+    real = benchmark._Peer
+
+    def make(args, *rest, **kwargs):
+        assert args[0] == "-m"
+        return real(["-c", script], *rest, **kwargs)
+
+    return make
+
+
+def test_versus_plain_pairs_each_backend_with_its_own_framework(monkeypatch):
+    train = {"ninlayers": 400.0, "ninlayers_torch": 300.0, "plain_torch": 200.0}
+    predict = {"ninlayers": 900.0, "ninlayers_torch": 800.0, "plain_torch": 1600.0}
+    ratios = benchmark._versus_plain(train, predict)
+    assert ratios == {
+        "plain_torch": {"ninlayers": "ninlayers_torch", "train": 1.5, "predict": 0.5}
+    }
 
 
 @pytest.mark.slow

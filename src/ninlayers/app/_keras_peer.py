@@ -15,8 +15,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 import numpy as np
+
+
+def serve(fit: Callable[[], None], predict: Callable[[], None]) -> None:
+    """Every peer's protocol: `ready`, then `done` after each `fit` or
+    `predict` read from stdin."""
+    print("ready", flush=True)
+    for line in sys.stdin:
+        (predict if line.strip() == "predict" else fit)()
+        print("done", flush=True)
 
 
 def main(argv: list[str]) -> None:
@@ -28,13 +38,10 @@ def main(argv: list[str]) -> None:
     x, y = data["x"], data["y"]
     model = ninlayers.NiN()
     model.compile()
-    print("ready", flush=True)
-    for line in sys.stdin:
-        if line.strip() == "predict":
-            model.predict(x, verbose=0)
-        else:
-            model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
-        print("done", flush=True)
+    serve(
+        lambda: model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0),
+        lambda: model.predict(x, verbose=0),
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""PyTorch's eager NiN, trained in bfloat16 autocast: the benchmark's peer.
+"""Plain PyTorch's NiN, bfloat16 autocast and channels-last: a benchmark peer.
+
+The same network as `ninlayers.NiN()` (three NiN blocks of 96, 256 and 384
+filters, each convolution followed by batch norm and ReLU, 3x3/2 max
+pooling after each, a 10-class NiN head without the last batch norm and
+ReLU, global average pooling), written the way PyTorch's documentation
+recommends for CPUs: channels-last memory, bfloat16 autocast, Adam 1e-3.
 
 Run as a child process by `ninlayers.app.benchmark` (TensorFlow and PyTorch
 each bring their own oneDNN and OpenMP, and training both in one process has
@@ -6,8 +12,9 @@ crashed):
 
     python -m ninlayers.app._torch_peer DATA.npz BATCH_SIZE
 
-It loads `x` (NHWC float32) and `y` from DATA.npz, prints `ready`, then
-trains one epoch per line read from stdin and prints the last loss.
+It loads `x` (NHWC float32) and `y` from DATA.npz, prints `ready`, then for
+each line read from stdin trains one epoch (`fit`) or predicts every image
+in batches of 32, Keras's default (`predict`), and prints `done`.
 """
 
 from __future__ import annotations
@@ -16,18 +23,21 @@ import sys
 
 import numpy as np
 
+from ninlayers.app._keras_peer import serve
+
 
 def _network():
     from torch import nn
 
-    def block(c_in: int, filters: int, kernel: int) -> list:
+    def unit(c_in: int, filters: int, kernel: int, last: bool = False) -> list:
+        conv = nn.Conv2d(c_in, filters, kernel, padding=kernel // 2, bias=last)
+        return [conv] if last else [conv, nn.BatchNorm2d(filters), nn.ReLU()]
+
+    def block(c_in: int, filters: int, kernel: int, head: bool = False) -> list:
         return [
-            nn.Conv2d(c_in, filters, kernel, padding=kernel // 2),
-            nn.ReLU(),
-            nn.Conv2d(filters, filters, 1),
-            nn.ReLU(),
-            nn.Conv2d(filters, filters, 1),
-            nn.ReLU(),
+            *unit(c_in, filters, kernel),
+            *unit(filters, filters, 1),
+            *unit(filters, filters, 1, last=head),
         ]
 
     return nn.Sequential(
@@ -37,7 +47,7 @@ def _network():
         nn.MaxPool2d(3, 2),
         *block(256, 384, 3),
         nn.MaxPool2d(3, 2),
-        *block(384, 10, 3),
+        *block(384, 10, 3, head=True),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
     )
@@ -48,12 +58,13 @@ def main(argv: list[str]) -> None:
 
     data = np.load(argv[0])
     batch_size = int(argv[1])
-    x = torch.from_numpy(np.transpose(data["x"], (0, 3, 1, 2)).copy())
+    # NHWC in memory, seen as NCHW: PyTorch's channels-last format.
+    x = torch.from_numpy(data["x"]).permute(0, 3, 1, 2)
     y = torch.from_numpy(data["y"].astype(np.int64))
-    net = _network()
+    net = _network().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
-    print("ready", flush=True)
-    for _ in sys.stdin:
+
+    def fit() -> None:
         net.train()
         for i in range(0, len(x), batch_size):
             optimizer.zero_grad()
@@ -62,7 +73,14 @@ def main(argv: list[str]) -> None:
                 loss = torch.nn.functional.cross_entropy(logits, y[i : i + batch_size])
             loss.backward()
             optimizer.step()
-        print(loss.item(), flush=True)
+
+    def predict() -> None:
+        net.eval()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            for i in range(0, len(x), 32):
+                torch.softmax(net(x[i : i + 32]).float(), -1).numpy()
+
+    serve(fit, predict)
 
 
 if __name__ == "__main__":

@@ -80,8 +80,12 @@ def _time(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-#: How the PyTorch peer's process is started (after the Python executable).
-_TORCH_PEER = ["-m", "ninlayers.app._torch_peer"]
+#: The plain-framework peers: name -> (module run with `-m`, the Keras
+#: backend its process imports `ninlayers` with, the package it needs).
+PLAIN_PEERS = {
+    "plain_torch": ("ninlayers.app._torch_peer", "torch", "torch"),
+    "plain_jax": ("ninlayers.app._jax_peer", "jax", "jax"),
+}
 
 #: How a Keras-backend peer's process is started (after the Python executable).
 _KERAS_PEER = ["-m", "ninlayers.app._keras_peer"]
@@ -154,24 +158,16 @@ class _Peer:
         self._dir.cleanup()
 
 
-class _TorchPeer(_Peer):
-    """PyTorch's eager NiN (bfloat16 autocast) in a child process
-    (`ninlayers.app._torch_peer`). Calling it trains one epoch there."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
-        super().__init__(_TORCH_PEER, x, y, batch_size)
-
-    def __call__(self) -> float:
-        return float(self.ask("epoch"))
-
-
-def _torch_peer(x: np.ndarray, y: np.ndarray, batch_size: int) -> _TorchPeer | None:
-    """PyTorch eager NiN with bfloat16 autocast, when torch is installed."""
+def _plain_peers(x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+    """The same network written in plain PyTorch and plain JAX, each in its
+    own process, for every one of the two that is installed."""
     import importlib.util
 
-    if importlib.util.find_spec("torch") is None:
-        return None
-    return _TorchPeer(x, y, batch_size)
+    return {
+        name: _Peer(["-m", module], x, y, batch_size, {"KERAS_BACKEND": backend})
+        for name, (module, backend, package) in PLAIN_PEERS.items()
+        if importlib.util.find_spec(package) is not None
+    }
 
 
 def _backend_peers(x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
@@ -192,7 +188,7 @@ def run_benchmark(
     images: int = 2048,
     repeats: int = 3,
     batch_size: int = 64,
-    with_torch: bool = True,
+    with_plain: bool = True,
     print_fn: Callable[[str], None] | None = print,
     with_backends: bool = True,
     with_ceiling: bool = True,
@@ -209,8 +205,10 @@ def run_benchmark(
         images: int. Images per timed epoch. Defaults to `2048`.
         repeats: int. Timed rounds. Defaults to `3`.
         batch_size: int. Training batch size of both. Defaults to `64`.
-        with_torch: bool. Add PyTorch's eager NiN (bfloat16 autocast) as a
-            peer when torch is installed. Defaults to `True`.
+        with_plain: bool. Add the same network written in plain PyTorch
+            (bfloat16 autocast, channels-last) and plain JAX (`jax.jit`,
+            bfloat16) as peers, `plain_torch` and `plain_jax`, each where
+            its framework is installed. Defaults to `True`.
         print_fn: callable or `None`. Where the table goes.
         with_backends: bool. Add ninlayers' NiN (with its per-backend
             defaults) on every other installed Keras backend, each in its own
@@ -251,10 +249,10 @@ def run_benchmark(
     for name, peer in peers.items():
         train_fns[name] = lambda p=peer: p.ask("fit")
         predict_fns[name] = lambda p=peer: p.ask("predict")
-    torch_peer = _torch_peer(x, y, batch_size) if with_torch else None
-    if torch_peer is not None:
-        peers["torch_bf16_eager"] = torch_peer
-        train_fns["torch_bf16_eager"] = torch_peer
+    for name, peer in (_plain_peers(x, y, batch_size) if with_plain else {}).items():
+        peers[name] = peer
+        train_fns[name] = lambda p=peer: p.ask("fit")
+        predict_fns[name] = lambda p=peer: p.ask("predict")
 
     train_s: dict[str, list[float]] = {name: [] for name in train_fns}
     predict_s: dict[str, list[float]] = {name: [] for name in predict_fns}
@@ -289,13 +287,28 @@ def run_benchmark(
         "train_ratio": {k: v / train["seed"] for k, v in train.items()},
         "predict_ratio": {k: v / predict["seed"] for k, v in predict.items()},
     }
-    if "torch_bf16_eager" in train:
-        result["train_ratio_vs_torch"] = train["ninlayers"] / train["torch_bf16_eager"]
+    result["versus_plain"] = _versus_plain(train, predict)
     if with_ceiling:
         result.update(_against_ceiling(models, train))
     if print_fn is not None:
         print_fn(format_result(result))
     return result
+
+
+def _versus_plain(train: dict, predict: dict) -> dict:
+    """ninlayers on each backend over the same network in that framework."""
+    pairs = {"plain_torch": "ninlayers_torch", "plain_jax": "ninlayers_jax"}
+    if keras.backend.backend() in ("torch", "jax"):
+        pairs[f"plain_{keras.backend.backend()}"] = "ninlayers"
+    return {
+        plain: {
+            "ninlayers": ours,
+            "train": train[ours] / train[plain],
+            "predict": predict[ours] / predict[plain],
+        }
+        for plain, ours in pairs.items()
+        if plain in train and ours in train
+    }
 
 
 def _against_ceiling(models: dict[str, keras.Model], train: dict) -> dict:
@@ -344,10 +357,10 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(
             f"{name:<20} {rate:12.0f} {result['train_ratio'][name]:7.2f} {p_text}"
         )
-    if "train_ratio_vs_torch" in result:
+    for plain, ratio in result.get("versus_plain", {}).items():
         lines.append(
-            f"ninlayers / torch bf16 eager, training: "
-            f"{result['train_ratio_vs_torch']:.2f}x"
+            f"{ratio['ninlayers']} / {plain}: training {ratio['train']:.2f}x, "
+            f"predict {ratio['predict']:.2f}x"
         )
     if "ceiling" in result:
         gflops = result["ceiling"]["gflops"]

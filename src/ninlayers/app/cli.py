@@ -295,7 +295,12 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
         help="training batch size (default: %(default)s)",
     )
     bench.add_argument(
-        "--no-torch", action="store_true", help="leave PyTorch out even when installed"
+        "--no-plain",
+        "--no-torch",
+        dest="no_plain",
+        action="store_true",
+        help="leave out the same network in plain PyTorch and plain JAX "
+        "(--no-torch: the earlier name)",
     )
     bench.add_argument(
         "--no-backends",
@@ -527,7 +532,7 @@ def _benchmark(args: argparse.Namespace) -> None:
             images=args.images,
             repeats=args.repeats,
             batch_size=args.batch_size,
-            with_torch=not args.no_torch,
+            with_plain=not args.no_plain,
             with_backends=not args.no_backends,
         )
     if args.json:

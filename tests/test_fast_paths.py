@@ -1,0 +1,101 @@
+"""NiN's own kernels give Keras's results: convolution, pooling, a training step.
+
+On PyTorch, `NiNBlock`'s convolutions, `MaxPooling2D` and
+`FusedBatchNormalization` run PyTorch's channels-last kernels
+(`ninlayers._torch_kernels`); on TensorFlow batch norm runs the fused
+kernel. Each is checked here against the Keras layer it stands for, on
+whichever backend runs the tests (the README's backend matrix runs all three).
+"""
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helpers import to_numpy
+from ninlayers import NiNBackbone
+from ninlayers.layers import MaxPooling2D, _convolve
+
+pytestmark = pytest.mark.backends
+
+
+@st.composite
+def windows(draw, max_kernel=5):
+    kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = draw(st.sampled_from(["same", "valid"]))
+    shape = (
+        draw(st.integers(1, 3)),
+        draw(st.integers(kernel[0], 11)),
+        draw(st.integers(kernel[1], 11)),
+        draw(st.integers(1, 5)),
+    )
+    return kernel, strides, padding, shape
+
+
+@given(windows(), st.integers(1, 6), st.booleans())
+def test_convolution_equals_keras_conv2d(window, filters, use_bias):
+    kernel, strides, padding, shape = window
+    conv = keras.layers.Conv2D(
+        filters, kernel, strides, padding, use_bias=use_bias, bias_initializer="ones"
+    )
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    expected = to_numpy(conv(x))
+    np.testing.assert_allclose(
+        to_numpy(_convolve(conv, x)), expected, rtol=1e-5, atol=1e-5
+    )
+
+
+@given(windows(max_kernel=3))
+def test_max_pooling_equals_keras(window):
+    pool_size, strides, padding, shape = window
+    x = np.random.default_rng(1).normal(size=shape).astype("float32")
+    ours = MaxPooling2D(pool_size, strides, padding)
+    theirs = keras.layers.MaxPooling2D(pool_size, strides, padding)
+    np.testing.assert_array_equal(to_numpy(ours(x)), to_numpy(theirs(x)))
+
+
+def _plain_keras_copy(backbone: NiNBackbone) -> keras.Model:
+    """The same trunk from Keras's own Conv2D, BatchNormalization, ReLU and
+    MaxPooling2D, with the backbone's weights."""
+
+    def copy(cls, layer):
+        return cls.from_config({**layer.get_config(), "name": None})
+
+    inputs = keras.Input(backbone.input_shape[1:])
+    x = inputs
+    for layer in backbone.layers[1:]:
+        if isinstance(layer, MaxPooling2D):
+            x = copy(keras.layers.MaxPooling2D, layer)(x)
+            continue
+        for conv, norm in zip(layer.convs, layer.norms, strict=True):
+            x = copy(keras.layers.Conv2D, conv)(x)
+            x = copy(keras.layers.BatchNormalization, norm)(x)
+            x = keras.layers.ReLU()(x)
+    model = keras.Model(inputs, x)
+    model.set_weights(backbone.get_weights())
+    return model
+
+
+def test_a_training_step_equals_keras_layers():
+    # Forward in training mode, the gradients through every kernel, the
+    # moving statistics and the update: one SGD step of each, compared.
+    backbone = NiNBackbone(
+        [(8, 3), (12, 3, 1, "same", 3, 2)], image_shape=(12, 12, 2), dtype="float32"
+    )
+    plain = _plain_keras_copy(backbone)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, 12, 12, 2)).astype("float32")
+    y = rng.normal(size=(4, 2, 2, 12)).astype("float32")
+    for model in (backbone, plain):
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    for ours, theirs in zip(backbone.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(backbone(x, training=False)),
+        to_numpy(plain(x, training=False)),
+        rtol=1e-4,
+        atol=1e-4,
+    )
