@@ -47,6 +47,20 @@ def test_convolution_equals_keras_conv2d(window, filters, use_bias):
     )
 
 
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_pointwise_convolution_equals_keras_conv2d(dtype):
+    # NiN's 1x1 convolutions: one matrix product on TensorFlow and JAX.
+    conv = keras.layers.Conv2D(7, 1, bias_initializer="ones", dtype=dtype)
+    x = np.random.default_rng(3).normal(size=(3, 5, 4, 6)).astype("float32")
+    expected = to_numpy(conv(x)).astype("float32")
+    ours = _convolve(conv, keras.ops.cast(x, conv.compute_dtype))
+    assert keras.backend.standardize_dtype(ours.dtype) == conv.compute_dtype
+    tolerance = 1e-5 if dtype == "float32" else 3e-2
+    np.testing.assert_allclose(
+        to_numpy(ours).astype("float32"), expected, rtol=tolerance, atol=tolerance
+    )
+
+
 @given(windows(max_kernel=3))
 def test_max_pooling_equals_keras(window):
     pool_size, strides, padding, shape = window

@@ -169,8 +169,33 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
 
+#: Backends on which a 1x1 convolution runs as a matrix product (measured:
+#: docs/performance.md).
+POINTWISE_AS_MATMUL = ("tensorflow", "jax")
+
+
+def _pointwise(conv: keras.layers.Conv2D, x: Any) -> Any:
+    """A 1x1, stride-1, channels-last `conv(x)` as one matrix product."""
+    shape = ops.shape(x)
+    kernel = ops.cast(conv.kernel, x.dtype)
+    y = ops.matmul(ops.reshape(x, (-1, shape[-1])), kernel[0, 0])
+    if conv.use_bias:
+        y = y + ops.cast(conv.bias, y.dtype)
+    y = ops.reshape(y, (*shape[:-1], conv.filters))
+    return y if conv.activation is None else conv.activation(y)
+
+
 def _convolve(conv: keras.layers.Conv2D, x: Any) -> Any:
-    """`conv(x)`, through PyTorch's channels-last kernel on the torch backend."""
+    """`conv(x)`: a 1x1 one as a matrix product where that is faster, and
+    through PyTorch's channels-last kernel on the torch backend."""
+    if (
+        keras.backend.backend() in POINTWISE_AS_MATMUL
+        and tuple(conv.kernel_size) == (1, 1)
+        and tuple(conv.strides) == (1, 1)
+        and conv.data_format == "channels_last"
+        and conv.groups == 1
+    ):
+        return _pointwise(conv, x)
     if keras.backend.backend() == "torch":
         from ninlayers import _torch_kernels
 

@@ -1,10 +1,12 @@
-"""Plain JAX's NiN under `jax.jit`, bfloat16: a benchmark peer.
+"""Plain JAX's NiN under `jax.jit`, float32: a benchmark peer.
 
 The same network as `ninlayers.NiN()` (see `ninlayers.app._torch_peer`),
-written with `jax.lax` alone: convolutions and max pooling in bfloat16 with
-float32 weights, batch norm statistics in float32 (as Keras computes them),
-softmax cross-entropy, Adam 1e-3, the whole training step one `jax.jit`
-function with its buffers donated.
+written with `jax.lax` alone as JAX's documentation would: every convolution
+a `conv_general_dilated`, max pooling a `reduce_window`, batch norm's
+statistics over the batch, softmax cross-entropy, Adam 1e-3, the whole
+training step one `jax.jit` function with its buffers donated. float32, as
+ninlayers picks for JAX on a CPU (XLA's CPU kernels gained nothing from
+bfloat16 here: docs/performance.md).
 
 Run as a child process by `ninlayers.app.benchmark`:
 
@@ -55,11 +57,7 @@ def _forward(params, state, x, training: bool):
     import jax
     import jax.numpy as jnp
 
-    h, units, new_state = (
-        x.astype(jnp.bfloat16),
-        iter(zip(params, state, strict=True)),
-        [],
-    )
+    h, units, new_state = x, iter(zip(params, state, strict=True)), []
     for item in LAYOUT:
         if item == "pool":
             h = jax.lax.reduce_window(
@@ -68,25 +66,18 @@ def _forward(params, state, x, training: bool):
             continue
         p, s = next(units)
         h = jax.lax.conv_general_dilated(
-            h,
-            p[0].astype(jnp.bfloat16),
-            (1, 1),
-            "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            h, p[0], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
         if not item[3]:
-            h = h + p[1].astype(h.dtype)
-            new_state.append(())
+            h, _ = h + p[1], new_state.append(())
             continue
-        f = h.astype(jnp.float32)
         if training:
-            mean, var = f.mean((0, 1, 2)), f.var((0, 1, 2))
+            mean, var = h.mean((0, 1, 2)), h.var((0, 1, 2))
             new_state.append((0.9 * s[0] + 0.1 * mean, 0.9 * s[1] + 0.1 * var))
         else:
             (mean, var), _ = s, new_state.append(s)
-        f = (f - mean) * jax.lax.rsqrt(var + 1e-3) * p[1] + p[2]
-        h = jax.nn.relu(f).astype(jnp.bfloat16)
-    return h.astype(jnp.float32).mean((1, 2)), new_state
+        h = jax.nn.relu((h - mean) * jax.lax.rsqrt(var + 1e-3) * p[1] + p[2])
+    return h.mean((1, 2)), new_state
 
 
 def _train_step():
