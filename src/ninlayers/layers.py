@@ -169,9 +169,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
 
-#: Backends on which a 1x1 convolution runs as a matrix product (measured:
-#: docs/performance.md).
-POINTWISE_AS_MATMUL = ("tensorflow", "jax")
+#: Where a 1x1 convolution runs as one matrix product, by backend:
+#: `"always"` or `"training"` (measured: docs/performance.md). TensorFlow's
+#: inference keeps the convolution, which its graph optimiser fuses with
+#: batch norm and ReLU.
+POINTWISE_AS_MATMUL = {"tensorflow": "training", "jax": "always"}
 
 
 def _pointwise(conv: keras.layers.Conv2D, x: Any) -> Any:
@@ -185,11 +187,12 @@ def _pointwise(conv: keras.layers.Conv2D, x: Any) -> Any:
     return y if conv.activation is None else conv.activation(y)
 
 
-def _convolve(conv: keras.layers.Conv2D, x: Any) -> Any:
+def _convolve(conv: keras.layers.Conv2D, x: Any, training: Any = None) -> Any:
     """`conv(x)`: a 1x1 one as a matrix product where that is faster, and
     through PyTorch's channels-last kernel on the torch backend."""
+    when = POINTWISE_AS_MATMUL.get(keras.backend.backend())
     if (
-        keras.backend.backend() in POINTWISE_AS_MATMUL
+        (when == "always" or (when == "training" and training is True))
         and tuple(conv.kernel_size) == (1, 1)
         and tuple(conv.strides) == (1, 1)
         and conv.data_format == "channels_last"
@@ -382,7 +385,7 @@ class NiNBlock(keras.layers.Layer):
         x = inputs
         last = len(self.convs) - 1
         for index, conv in enumerate(self.convs):
-            x = _convolve(conv, x)
+            x = _convolve(conv, x, training)
             if self.norms[index] is not None:
                 x = self.norms[index](x, training=training)
             if index < last or self.final_activation:
