@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ninlayers import NiN  # noqa: E402
+from ninlayers import NiN, layers  # noqa: E402
 from ninlayers.app import data  # noqa: E402
 from ninlayers.app.ceiling import measure_ceiling  # noqa: E402
 from ninlayers.errors import DatasetError  # noqa: E402
@@ -50,6 +50,11 @@ KINDS = {
     "_MklNativeFusedBatchNormGradV3": "batch norm",
     "ReluGrad": "ReLU gradient",
     "_MklNativeMaxPool": "pooling",
+    "_MklMatMul": "matmul (1x1 convolutions)",
+    "_MklNativeMatMul": "matmul (1x1 convolutions)",
+    "MatMul": "matmul (1x1 convolutions)",
+    "_MklBatchMatMulV2": "matmul (1x1 convolutions)",
+    "BatchMatMulV2": "matmul (1x1 convolutions)",
     "_MklNativeMaxPoolGrad": "pooling",
 }
 
@@ -101,6 +106,7 @@ def profile_steps(steps: int) -> dict:
     with open(path, "rb") as f:
         space.ParseFromString(f.read())
     kinds, stages = collections.Counter(), collections.Counter()
+    others = collections.Counter()
     for plane in space.planes:
         for line in plane.lines:
             if not line.name.startswith("tf_Compute"):
@@ -110,17 +116,37 @@ def profile_steps(steps: int) -> dict:
                 if "StatefulPartitionedCall/" not in name:
                     continue
                 ms = event.duration_ps / 1e9 / steps
-                kinds[KINDS.get(name.split(":")[-1], "other")] += ms
+                kind = KINDS.get(name.split(":")[-1], "other")
+                kinds[kind] += ms
+                if kind == "other":
+                    others[name.split(":")[-1]] += ms
                 stage = re.search(r"/(block\d|head)", name)
                 stages[stage.group(1) if stage else "other"] += ms
     return {
         "wall_ms_per_step": 1000 * wall / steps,
         "kernel_ms_per_step_by_kind": dict(kinds.most_common()),
         "kernel_ms_per_step_by_stage": dict(stages.most_common()),
+        "other_kernels_ms_per_step": dict(others.most_common(12)),
+    }
+
+
+def _matmul_ops(height: int, channels: int, filters: int) -> dict:
+    """A 1x1 convolution as training runs it (`POINTWISE_AS_MATMUL`): the
+    forward product and its two gradients, as matrix products."""
+    rows = 64 * height * height
+    x = tf.cast(tf.random.normal((rows, channels)), tf.bfloat16)
+    w = tf.cast(tf.random.normal((channels, filters)), tf.bfloat16)
+    g = tf.cast(tf.random.normal((rows, filters)), tf.bfloat16)
+    return {
+        "forward": tf.function(lambda: tf.matmul(x, w)),
+        "backward, input": tf.function(lambda: tf.matmul(g, w, transpose_b=True)),
+        "backward, filter": tf.function(lambda: tf.matmul(x, g, transpose_a=True)),
     }
 
 
 def _conv_ops(height: int, channels: int, filters: int, kernel: int) -> dict:
+    if kernel == 1 and layers.POINTWISE_AS_MATMUL.get("tensorflow"):
+        return _matmul_ops(height, channels, filters)
     x = tf.cast(tf.random.normal((64, height, height, channels)), tf.bfloat16)
     w = tf.cast(tf.random.normal((kernel, kernel, channels, filters)), tf.bfloat16)
     g = tf.cast(tf.random.normal((64, height, height, filters)), tf.bfloat16)

@@ -179,8 +179,10 @@ POINTWISE_AS_MATMUL = {"tensorflow": "training", "jax": "always"}
 def _pointwise(conv: keras.layers.Conv2D, x: Any) -> Any:
     """A 1x1, stride-1, channels-last `conv(x)` as one matrix product."""
     shape = ops.shape(x)
-    kernel = ops.cast(conv.kernel, x.dtype)
-    y = ops.matmul(ops.reshape(x, (-1, shape[-1])), kernel[0, 0])
+    # A reshape, not `kernel[0, 0]`: its gradient is free (a slice's is
+    # a kernel of its own).
+    kernel = ops.reshape(ops.cast(conv.kernel, x.dtype), conv.kernel.shape[2:])
+    y = ops.matmul(ops.reshape(x, (-1, shape[-1])), kernel)
     if conv.use_bias:
         y = y + ops.cast(conv.bias, y.dtype)
     y = ops.reshape(y, (*shape[:-1], conv.filters))
