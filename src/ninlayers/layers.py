@@ -19,16 +19,16 @@ __all__ = ["FusedBatchNormalization", "MaxPooling2D", "NiNBlock", "NiNClassifier
 
 @keras.saving.register_keras_serializable(package="ninlayers")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """Batch normalisation that runs TensorFlow's fused kernel where it can.
+    """Batch normalisation that runs the backend's fused kernel where it can.
 
     Same weights, arguments and results as `keras.layers.BatchNormalization`,
-    but on the TensorFlow backend a 4D channels-last input goes through
-    `tf.compat.v1.nn.fused_batch_norm` (one oneDNN/cuDNN kernel, float32 scale
-    and offset, bfloat16 or float16 activations kept as they are), which
-    makes batch norm after every convolution of NiN nearly free
-    (docs/performance.md has the measurement). Other inputs (a mask,
-    renormalisation, another rank, axis or backend) fall back to Keras's
-    own code.
+    but a 4D channels-last input goes through one kernel: on TensorFlow
+    `tf.compat.v1.nn.fused_batch_norm` (oneDNN/cuDNN, float32 scale and
+    offset, bfloat16 or float16 activations kept as they are), on PyTorch
+    its own batch norm on the channels-last view of the tensor, where
+    Keras runs a dozen elementwise operations (docs/performance.md has the
+    measurements). Other inputs (a mask, renormalisation, another rank or
+    axis, JAX) fall back to Keras's own code.
 
     Under a `tf.distribute` strategy with several replicas the statistics
     are the global batch's by default (`synchronized=None`), summed across

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from helpers import RUN_ARTIFACTS
@@ -75,7 +76,7 @@ def free_ports(n):
     return ports
 
 
-def start_workers(out, epochs):
+def start_workers(out, epochs, extra=()):
     """Starts `ninlayers train --strategy multiworker` as 2 local workers."""
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -107,6 +108,7 @@ def start_workers(out, epochs):
             "0",
             "--output",
             str(out),
+            *extra,
         ]
         processes.append(
             subprocess.Popen(
@@ -181,6 +183,27 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
     assert metrics["strategy"] == "MultiWorkerMirroredStrategy"
     assert metrics["weights_sha256"] == chief
     assert len(metrics["history"]["loss"]) == 2
+
+
+@pytest.mark.slow
+def test_two_workers_train_on_an_image_folder_each_reading_its_share(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(["dark", "light"]):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(40):
+            pixels = rng.integers(0, 60, (16, 16)) + 190 * label
+            Image.fromarray(pixels.astype(np.uint8)).save(
+                tmp_path / "photos" / name / f"{i}.png"
+            )
+    out = tmp_path / "run"
+    extra = ("--image-folder", str(tmp_path / "photos"), "--input-size", "16")
+    outputs = finish(start_workers(out, epochs=2, extra=extra))
+    chief, worker = digests(outputs)
+    assert chief == worker
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and len(metrics["history"]["loss"]) == 2
 
 
 @pytest.mark.slow

@@ -56,6 +56,37 @@ def test_a_folder_is_cached_only_when_asked_or_it_fits(
     assert len(reads) == passes_read * len(listed)
 
 
+def test_each_worker_reads_only_its_own_share_of_the_files(tmp_path, reads):
+    listed = folders.list_folder(make_folder(tmp_path / "f", per_class=5))
+    shares = []
+    for index in range(3):
+        reads.clear()
+        ds = folders.stream(listed, (12, 12), 1, batch_size=2, shard=(3, index))
+        labels = [int(v) for _, y in ds for v in np.asarray(y)]
+        assert sorted(reads) == sorted(str(f) for f in listed.files[index::3])
+        assert labels == listed.labels[index::3].tolist()
+        shares.append(set(reads))
+    assert set.union(*shares) == {str(f) for f in listed.files}
+    assert sum(len(share) for share in shares) == len(listed)
+
+
+def test_the_trainer_gives_each_worker_its_share_and_replica_batch(tmp_path, reads):
+    import tensorflow as tf
+
+    root = make_folder(tmp_path / "f", per_class=10)
+    recipe = recipes.RECIPES["quick"].replace(batch_size=4, augment=False)
+    data = trainer.load_data(recipe, 0, None, root, 12, None, None)
+    context = tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4
+    )
+    reads.clear()
+    batches = iter(data.train_per_worker(context))
+    shapes = [next(batches)[0].shape[0] for _ in range(2 * data.n_train)]
+    assert set(shapes) == {1}  # 4 images a step over 4 replicas
+    # Many passes over worker 1's share: it read half the training files.
+    assert len(set(reads)) == data.n_train // 2
+
+
 def test_labels_follow_their_files_through_the_shuffle(tmp_path):
     listed = folders.list_folder(make_folder(tmp_path / "f"))
     ds = folders.stream(listed, (12, 12), 1, batch_size=3, shuffle=True, seed=2)

@@ -135,6 +135,7 @@ def stream(
     crop_padding: int = 2,
     erasing: float = 0.0,
     cache: bool | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of `(float images in [0, 1], labels)`.
 
@@ -151,12 +152,17 @@ def stream(
         erasing: float. Random-erasing probability when augmenting.
         cache: bool or `None`. Keep the decoded images in memory after the
             first pass; `None` does when they fit in `CACHE_BYTES`.
+        shard: `(count, index)` or `None`. Only every `count`-th file from
+            the `index`-th, chosen before any is read: one worker's share
+            under several workers.
 
     Returns:
         tf.data.Dataset.
     """
     import tensorflow as tf
 
+    count, index = shard or (1, 0)
+    folder = folder.subset(np.arange(index, len(folder), count))
     paths = [os.fsencode(path) for path in folder.files]
     ds = tf.data.Dataset.from_tensor_slices((paths, folder.labels))
     decoded_bytes = len(folder) * size[0] * size[1] * channels

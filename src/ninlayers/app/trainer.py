@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +106,11 @@ class TrainData:
     image_shape: tuple[int, int, int]
     n_train: int
     steps_per_epoch: int
+    #: Builds one worker's training pipeline from a `tf.distribute`
+    #: `InputContext` (its share of the files, per-replica batches), for
+    #: `distribute_datasets_from_function` under several workers; `None`
+    #: where every worker may read everything (arrays in memory).
+    train_per_worker: Callable[[Any], tf.data.Dataset] | None = None
 
 
 @dataclasses.dataclass
@@ -216,6 +221,7 @@ def train(
         data = load_data(
             recipe, seed, data_dir, image_folder, input_size, train_limit, test_limit
         )
+        data = _per_worker(data, distribution)
         with distribution.scope():
             model = build_model(recipe, data, architecture)
         run = fingerprint(recipe, data, architecture, seed, image_folder)
@@ -252,6 +258,18 @@ def train(
         shutil.rmtree(output / BACKUP_DIR, ignore_errors=True)
         _barrier(distribution)
     return metrics
+
+
+def _per_worker(data: TrainData, distribution: Any) -> TrainData:
+    """Under several workers, each reads and decodes only its own share of a
+    streamed folder (TensorFlow's automatic sharding would have every
+    worker decode every image and keep 1/N of them)."""
+    if data.train_per_worker is None or not _keras_compat.in_multi_worker_mode(
+        distribution
+    ):
+        return data
+    train = distribution.distribute_datasets_from_function(data.train_per_worker)
+    return dataclasses.replace(data, train=train)
 
 
 def _check_backup_every(backup_every: int | None, distribution: Any) -> None:
@@ -394,17 +412,28 @@ def _image_folder_data(
     if len(held) > monitor or label == "test":
         label += f" (first {min(monitor, len(held)):,} images)"
     held = held.subset(np.arange(min(monitor, len(held))))
-    train_ds = folders.stream(
-        train,
-        size,
-        channels,
-        recipe.batch_size,
-        shuffle=True,
-        seed=seed,
-        **_augmentation(recipe),
-    )
+
+    def train_stream(batch_size: int, shard: tuple[int, int] | None = None) -> Any:
+        return folders.stream(
+            train,
+            size,
+            channels,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            shard=shard,
+            **_augmentation(recipe),
+        ).repeat()
+
+    def per_worker(context: Any) -> Any:
+        return train_stream(
+            context.get_per_replica_batch_size(recipe.batch_size),
+            (context.num_input_pipelines, context.input_pipeline_id),
+        )
+
     return TrainData(
-        train=train_ds.repeat(),
+        train=train_stream(recipe.batch_size),
+        train_per_worker=per_worker,
         held_out=(folders.read_all(held.files, size, channels), held.labels),
         held_out_label=label,
         test=folders.stream(test, size, channels, eval_batch_size((*size, channels))),
