@@ -87,29 +87,25 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 kwargs["aggregation"] = "mean"
         return super().add_weight(*args, **kwargs)
 
-    def _fusable(self, inputs: Any, mask: Any) -> bool:
-        return (
-            keras.backend.backend() == "tensorflow"
-            and mask is None
-            and not self.renorm
-            and not self.synchronized
-            and not self._across_replicas()
-            and len(inputs.shape) == 4
-            and self.axis in (3, -1)
-            # cuDNN's smallest epsilon (CUDNN_BN_MIN_EPSILON); TensorFlow's
-            # fused kernel refuses less.
-            and self.epsilon >= 1.001e-5
-        )
-
-    def _torch_fusable(self, inputs: Any, mask: Any) -> bool:
-        return (
-            keras.backend.backend() == "torch"
-            and mask is None
-            and not self.renorm
-            and not self.synchronized
-            and len(inputs.shape) == 4
-            and self.axis in (3, -1)
-        )
+    def _fused_backend(self, inputs: Any, mask: Any) -> str | None:
+        """The backend whose fused kernel runs this call, or `None` (Keras's
+        own code)."""
+        backend = keras.backend.backend()
+        if (
+            mask is not None
+            or self.renorm
+            or self.synchronized
+            or len(inputs.shape) != 4
+            or self.axis not in (3, -1)
+        ):
+            return None
+        if backend == "torch":
+            return backend
+        # cuDNN's smallest epsilon (CUDNN_BN_MIN_EPSILON); TensorFlow's fused
+        # kernel refuses less.
+        if backend == "tensorflow" and self.epsilon >= 1.001e-5:
+            return None if self._across_replicas() else backend
+        return None
 
     def _update_moving(self, mean: Any, variance: Any) -> None:
         momentum = self.momentum
@@ -129,9 +125,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
     def call(self, inputs, training=None, mask=None):
-        if self._torch_fusable(inputs, mask):
+        fused = self._fused_backend(inputs, mask)
+        if fused == "torch":
             return self._torch_call(inputs, training)
-        if not self._fusable(inputs, mask):
+        if fused is None:
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
