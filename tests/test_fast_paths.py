@@ -61,6 +61,23 @@ def test_pointwise_convolution_equals_keras_conv2d(dtype):
     )
 
 
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_convolution_with_lora_equals_keras_conv2d(kernel_size):
+    # With LoRA enabled, a convolution's kernel is the sum of the frozen
+    # kernel and a low-rank update: a tensor, not a variable.
+    conv = keras.layers.Conv2D(5, kernel_size, padding="same")
+    x = np.random.default_rng(4).normal(size=(2, 6, 6, 3)).astype("float32")
+    conv.build(x.shape)
+    conv.enable_lora(2)
+    conv.lora_kernel_b.assign(np.full(conv.lora_kernel_b.shape, 0.5, "float32"))
+    np.testing.assert_allclose(
+        to_numpy(_convolve(conv, x, training=True)),
+        to_numpy(conv(x)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
 @given(windows(max_kernel=3))
 def test_max_pooling_equals_keras(window):
     pool_size, strides, padding, shape = window

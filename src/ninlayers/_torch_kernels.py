@@ -77,8 +77,9 @@ def conv2d(layer: Any, x: torch.Tensor) -> torch.Tensor | None:
         return None
     x = keras.ops.convert_to_tensor(x)
     dtype = x.dtype
-    kernel = layer.kernel.value.to(dtype).permute(3, 2, 0, 1)
-    bias = layer.bias.value.to(dtype) if layer.use_bias else None
+    # `layer.kernel` is a variable, or a tensor when LoRA is enabled.
+    kernel = keras.ops.convert_to_tensor(layer.kernel).to(dtype).permute(3, 2, 0, 1)
+    bias = keras.ops.convert_to_tensor(layer.bias).to(dtype) if layer.use_bias else None
     y = F.conv2d(_nchw(x), kernel, bias, tuple(layer.strides), padding, dilation)
     y = _nhwc(y)
     return y if layer.activation is None else layer.activation(y)
