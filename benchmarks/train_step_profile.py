@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ninlayers import NiN, layers  # noqa: E402
-from ninlayers.app import data  # noqa: E402
+from ninlayers.app import data, machine  # noqa: E402
 from ninlayers.app.ceiling import measure_ceiling  # noqa: E402
 from ninlayers.errors import DatasetError  # noqa: E402
 
@@ -208,7 +208,12 @@ def convolution_bound(gflops: dict[str, float]) -> tuple[float, float]:
 
 
 def main(steps: int, repeats: int, json_path: str | None) -> dict:
-    result = {"steps": steps, "repeats": repeats, "profile": profile_steps(steps)}
+    result = {
+        "machine": machine.describe(),
+        "steps": steps,
+        "repeats": repeats,
+        "profile": profile_steps(steps),
+    }
     result["ceiling"] = measure_ceiling()
     result["convolution_gflops"] = time_convolutions(repeats)
     result["ceiling_after"] = measure_ceiling()

@@ -9,7 +9,7 @@ layout oneDNN's convolution, batch norm and pooling kernels run fastest in:
 these functions hand that view to PyTorch's own kernels and permute the
 result back, without a copy. Each returns `None` where it does not apply
 (the caller then runs Keras's own code), and gives the same results as
-Keras's code (tests/test_torch_kernels.py).
+Keras's code (tests/test_fast_paths.py).
 
 Imported only on the torch backend.
 """

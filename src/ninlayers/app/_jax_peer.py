@@ -114,8 +114,12 @@ def main(argv: list[str]) -> None:
     batch_size = int(argv[1])
     x, y = data["x"], data["y"].astype("int32")
     params, state = _init()
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    opt = (jnp.zeros((), jnp.float32), zeros, jax.tree.map(jnp.zeros_like, params))
+    # Adam's step count and two moments (distinct buffers: all are donated).
+    opt = (
+        jnp.zeros((), jnp.float32),
+        jax.tree.map(jnp.zeros_like, params),
+        jax.tree.map(jnp.zeros_like, params),
+    )
     step = _train_step()
     predict_step = jax.jit(lambda p, s, b: jax.nn.softmax(_forward(p, s, b, False)[0]))
     box = {"params": params, "state": state, "opt": opt}

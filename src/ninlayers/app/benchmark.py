@@ -207,7 +207,7 @@ def run_benchmark(
         batch_size: int. Training batch size of both. Defaults to `64`.
         with_plain: bool. Add the same network written in plain PyTorch
             (bfloat16 autocast, channels-last) and plain JAX (`jax.jit`,
-            bfloat16) as peers, `plain_torch` and `plain_jax`, each where
+            float32) as peers, `plain_torch` and `plain_jax`, each where
             its framework is installed. Defaults to `True`.
         print_fn: callable or `None`. Where the table goes.
         with_backends: bool. Add ninlayers' NiN (with its per-backend
@@ -246,11 +246,8 @@ def run_benchmark(
         name: (lambda m=m: m.predict(x, verbose=0)) for name, m in models.items()
     }
     peers = _backend_peers(x, y, batch_size) if with_backends else {}
+    peers.update(_plain_peers(x, y, batch_size) if with_plain else {})
     for name, peer in peers.items():
-        train_fns[name] = lambda p=peer: p.ask("fit")
-        predict_fns[name] = lambda p=peer: p.ask("predict")
-    for name, peer in (_plain_peers(x, y, batch_size) if with_plain else {}).items():
-        peers[name] = peer
         train_fns[name] = lambda p=peer: p.ask("fit")
         predict_fns[name] = lambda p=peer: p.ask("predict")
 

@@ -161,8 +161,9 @@ def stream(
     """
     import tensorflow as tf
 
-    count, index = shard or (1, 0)
-    folder = folder.subset(np.arange(index, len(folder), count))
+    if shard is not None:
+        count, index = shard
+        folder = folder.subset(np.arange(index, len(folder), count))
     paths = [os.fsencode(path) for path in folder.files]
     ds = tf.data.Dataset.from_tensor_slices((paths, folder.labels))
     decoded_bytes = len(folder) * size[0] * size[1] * channels
