@@ -61,3 +61,26 @@ def test_bad_choices_are_refused(bad):
         runtime.resolve_precision(bad)
     with pytest.raises(ValueError, match="Received: jit_compile="):
         runtime.resolve_jit_compile(bad)
+
+
+@pytest.mark.backends
+def test_data_parallel_is_the_jax_backend_s_and_local_model_is_the_model():
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    with runtime.local_model(model) as local:
+        assert local is model  # one process: nothing to copy
+    if keras.backend.backend() != "jax":
+        with pytest.raises(ValueError, match="needs KERAS_BACKEND=jax"):
+            runtime.get_strategy("data-parallel")
+        return
+    try:
+        strategy = runtime.get_strategy("data-parallel")
+        assert isinstance(
+            keras.distribution.distribution(), keras.distribution.DataParallel
+        )
+        assert strategy.num_replicas_in_sync == 1 and strategy.num_processes == 1
+        assert runtime.strategy_name(strategy) == "DataParallel"
+        assert not runtime.spans_processes(strategy)
+    finally:
+        keras.distribution.set_distribution(None)

@@ -1,4 +1,4 @@
-"""Per-device choices: numeric precision, XLA, `tf.distribute` strategies.
+"""Per-device choices: numeric precision, XLA, distribution strategies.
 
 On a CPU with bfloat16 dot products (AVX512-BF16 or AMX), `mixed_bfloat16`
 trains NiN about twice as fast as float32 at the same accuracy, and XLA on
@@ -14,7 +14,7 @@ import contextlib
 import functools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import keras
@@ -27,9 +27,14 @@ if TYPE_CHECKING:
 __all__ = [
     "PRECISIONS",
     "STRATEGIES",
+    "DataParallel",
+    "PROCESS_ENV",
     "SingleDevice",
     "get_strategy",
     "is_chief",
+    "local_model",
+    "num_processes_from_env",
+    "spans_processes",
     "strategy_name",
     "task_dir_name",
     "cpu_supports_bfloat16",
@@ -42,7 +47,16 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 _ENV_PRECISION = "NINLAYERS_PRECISION"
 
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker", "data-parallel")
+
+#: Keras's environment variables for several JAX processes
+#: (`keras.distribution.initialize`): the coordinator's address (process
+#: 0's, `host:port`), the number of processes and this one's index.
+PROCESS_ENV = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
 
 # Backends whose CPU kernels run bfloat16 faster than float32 where the CPU
 # has bfloat16 dot products (docs/backends.md has the measurements).
@@ -196,6 +210,129 @@ class SingleDevice:
         return contextlib.nullcontext()
 
 
+class DataParallel:
+    """JAX's data parallelism over every device of every process.
+
+    Sets `keras.distribution.DataParallel` over `jax.devices()` as Keras's
+    distribution for the process: each step splits the global batch over the
+    devices, and batch norm normalises with the global batch. With Keras's
+    `PROCESS_ENV` variables naming several processes it first joins them
+    (`keras.distribution.initialize`, before any JAX computation); a
+    `tf.data` input is then split between the processes by Keras, each
+    process reading every `num_processes`-th part of each global batch.
+
+    Args:
+        devices: list of str or `None`. Devices of the mesh (`None`: all).
+
+    Example:
+
+    >>> import keras
+    >>> if keras.backend.backend() == "jax":
+    ...     strategy = DataParallel()
+    ...     keras.distribution.set_distribution(None)  # undo, for this example
+    """
+
+    def __init__(self, devices: Sequence[str] | None = None) -> None:
+        import jax
+
+        processes = num_processes_from_env()
+        if processes > 1 and not _jax_distributed_ready():
+            keras.distribution.initialize()
+        self.distribution = keras.distribution.DataParallel(
+            devices=list(devices) if devices else None
+        )
+        keras.distribution.set_distribution(self.distribution)
+        self.num_replicas_in_sync = len(self.distribution.device_mesh.devices.flat)
+        self.num_processes = jax.process_count()
+        self.process_id = jax.process_index()
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        """A scope that changes nothing: the distribution is already set."""
+        return contextlib.nullcontext()
+
+
+def _jax_distributed_ready() -> bool:
+    import jax
+
+    return jax.distributed.is_initialized()
+
+
+def num_processes_from_env() -> int:
+    """The JAX process count Keras's `PROCESS_ENV` names (1 when unset).
+
+    Example:
+
+    >>> num_processes_from_env()
+    1
+    """
+    value = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(
+            "KERAS_DISTRIBUTION_NUM_PROCESSES must be a positive whole number. "
+            f"Received: {value!r}"
+        )
+    return count
+
+
+def spans_processes(strategy: object) -> bool:
+    """Returns whether a strategy trains across several processes: a
+    multi-worker `tf.distribute` strategy, or `DataParallel` over several JAX
+    processes.
+
+    Example:
+
+    >>> spans_processes(SingleDevice())
+    False
+    """
+    if isinstance(strategy, DataParallel):
+        return strategy.num_processes > 1
+    if isinstance(strategy, SingleDevice):
+        return False
+    return _keras_compat.in_multi_worker_mode(strategy)
+
+
+@contextlib.contextmanager
+def local_model(model: keras.Model) -> Iterator[keras.Model]:
+    """Yields `model`, or, under `DataParallel` across several JAX processes,
+    a copy of it that runs on this process alone.
+
+    A model distributed across processes computes only when every process
+    calls it. Within the block Keras's distribution is unset and the copy
+    (same configuration and weights, not compiled) predicts on this
+    process's devices, as the chief does to score and draw.
+
+    Args:
+        model: keras.Model.
+
+    Yields:
+        keras.Model.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> with local_model(model) as scorer:
+    ...     print(scorer is model)
+    True
+    """
+    if keras.backend.backend() != "jax" or not _jax_distributed_ready():
+        yield model
+        return
+    weights = model.get_weights()  # replicated: every process has them all
+    distribution = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        copy = model.__class__.from_config(model.get_config())
+        copy.set_weights(weights)
+        yield copy
+    finally:
+        keras.distribution.set_distribution(distribution)
+
+
 #: How long a worker may miss heartbeats before the others call it dead.
 #: TensorFlow's default, 10 s, is short for a starved process on a busy
 #: 2-core machine.
@@ -207,7 +344,7 @@ COORDINATION_SHUTDOWN_MS = 120_000
 
 def get_strategy(
     strategy: str = "auto", devices: Sequence[str] | None = None
-) -> tf.distribute.Strategy | SingleDevice:
+) -> tf.distribute.Strategy | SingleDevice | DataParallel:
     """Returns a `tf.distribute` strategy by name.
 
     - `"default"`: TensorFlow's default strategy (one device);
@@ -215,7 +352,9 @@ def get_strategy(
       local GPUs;
     - `"multiworker"`: `tf.distribute.MultiWorkerMirroredStrategy`, configured
       from the `TF_CONFIG` environment variable;
-    - `"auto"`: mirrored when more than one GPU is visible, else default.
+    - `"auto"`: mirrored when more than one GPU is visible, else default;
+    - `"data-parallel"` (JAX): `DataParallel`, over every device of every
+      process Keras's `PROCESS_ENV` variables name.
 
     Create the model and optimizer (and compile) inside `strategy.scope()`,
     and batch the data with the global batch size: each replica gets
@@ -223,15 +362,16 @@ def get_strategy(
 
     `tf.distribute` is TensorFlow's: on the JAX and PyTorch backends
     `"auto"` and `"default"` give a `SingleDevice` (whose `scope()` does
-    nothing) and the others are refused; JAX users distribute with
-    `keras.distribution.DataParallel` instead (docs/backends.md).
+    nothing) and the other `tf.distribute` names are refused; on JAX,
+    `"data-parallel"` distributes with `keras.distribution.DataParallel`
+    (docs/distributed.md).
 
     Args:
         strategy: str. One of `STRATEGIES`. Defaults to `"auto"`.
         devices: list of str or `None`. Devices of the mirrored strategy.
 
     Returns:
-        tf.distribute.Strategy.
+        tf.distribute.Strategy, `SingleDevice` or `DataParallel`.
 
     Example:
 
@@ -239,13 +379,21 @@ def get_strategy(
     1
     """
     _checks.one_of("strategy", strategy, STRATEGIES)
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if strategy == "data-parallel":
+        if backend != "jax":
+            raise ValueError(
+                "`strategy='data-parallel'` is JAX's keras.distribution and "
+                "needs KERAS_BACKEND=jax (on TensorFlow, use 'mirrored' or "
+                f"'multiworker'). Received: KERAS_BACKEND={backend!r}"
+            )
+        return DataParallel(devices)
+    if backend != "tensorflow":
         if strategy not in ("auto", "default"):
             raise ValueError(
                 f"`strategy={strategy!r}` is a tf.distribute strategy and needs "
-                "the TensorFlow backend (on JAX, use keras.distribution."
-                "DataParallel). Received: strategy="
-                f"{strategy!r} with KERAS_BACKEND={keras.backend.backend()!r}"
+                "the TensorFlow backend (on JAX, use 'data-parallel'). Received: "
+                f"strategy={strategy!r} with KERAS_BACKEND={backend!r}"
             )
         return SingleDevice()
     import tensorflow as tf
@@ -273,13 +421,17 @@ def is_chief() -> bool:
     """Returns whether this process is the chief of a multi-worker cluster.
 
     The chief is the task of type `"chief"`, or worker 0 when the cluster has
-    no chief; without `TF_CONFIG` every process is its own chief.
+    no chief; on JAX, process 0 of the processes Keras's `PROCESS_ENV`
+    variables name. A process in no cluster is its own chief.
 
     Example:
 
     >>> is_chief()
     True
     """
+    process = _jax_process_id()
+    if process is not None:
+        return process == 0
     parsed = _tf_config()
     if parsed is None:
         return True
@@ -289,6 +441,20 @@ def is_chief() -> bool:
         return True
     has_chief = "chief" in parsed.get("cluster", {})
     return kind == "worker" and index == 0 and not has_chief
+
+
+def _jax_process_id() -> int | None:
+    """This process's index among several JAX processes (`PROCESS_ENV`);
+    `None` on other backends or when there is one process."""
+    if keras.backend.backend() != "jax" or num_processes_from_env() < 2:
+        return None
+    value = os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "")
+    if not value.isdigit():
+        raise ValueError(
+            "KERAS_DISTRIBUTION_PROCESS_ID must be this process's index, a "
+            f"whole number from 0. Received: {value!r}"
+        )
+    return int(value)
 
 
 def _tf_config() -> dict | None:
@@ -315,11 +481,16 @@ def task_dir_name() -> str | None:
     """
     if is_chief():
         return None
+    process = _jax_process_id()
+    if process is not None:
+        return f".process-{process}"
     task = (_tf_config() or {}).get("task", {})
     return f".{task.get('type', 'worker')}-{task.get('index', 0)}"
 
 
-def strategy_name(strategy: tf.distribute.Strategy | SingleDevice) -> str:
+def strategy_name(
+    strategy: tf.distribute.Strategy | SingleDevice | DataParallel,
+) -> str:
     """The strategy's public class name (TensorFlow's classes are aliases).
 
     Example:
@@ -327,8 +498,8 @@ def strategy_name(strategy: tf.distribute.Strategy | SingleDevice) -> str:
     >>> strategy_name(SingleDevice())
     'SingleDevice'
     """
-    if isinstance(strategy, SingleDevice):
-        return "SingleDevice"
+    if isinstance(strategy, (SingleDevice, DataParallel)):
+        return type(strategy).__name__
     import tensorflow as tf
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):

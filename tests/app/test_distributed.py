@@ -24,6 +24,55 @@ def test_strategy_names():
         runtime.get_strategy("tpu")
 
 
+def test_data_parallel_is_jax_s():
+    with pytest.raises(ValueError, match="needs KERAS_BACKEND=jax"):
+        runtime.get_strategy("data-parallel")
+
+
+@pytest.mark.parametrize(
+    "count, index, chief, folder",
+    [("2", "0", True, None), ("2", "1", False, ".process-1"), ("1", "0", True, None)],
+)
+def test_jax_process_election(monkeypatch, count, index, chief, folder):
+    monkeypatch.setattr(runtime.keras.backend, "backend", lambda: "jax")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", count)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", index)
+    assert runtime.is_chief() is chief
+    assert runtime.task_dir_name() == folder
+
+
+@pytest.mark.parametrize(
+    "count, index, message",
+    [
+        ("two", "0", "KERAS_DISTRIBUTION_NUM_PROCESSES must be .* Received: 'two'"),
+        ("0", "0", "KERAS_DISTRIBUTION_NUM_PROCESSES must be .* Received: '0'"),
+        ("2", "", "KERAS_DISTRIBUTION_PROCESS_ID must be .* Received: ''"),
+    ],
+)
+def test_jax_process_variables_are_checked(monkeypatch, count, index, message):
+    monkeypatch.setattr(runtime.keras.backend, "backend", lambda: "jax")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", count)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", index)
+    with pytest.raises(ValueError, match=message):
+        runtime.is_chief()
+
+
+def test_data_parallel_batches_split_evenly_and_whole():
+    from ninlayers.app import trainer
+    from ninlayers.errors import DatasetError
+
+    two = object.__new__(runtime.DataParallel)  # as over two devices
+    two.num_replicas_in_sync = 2
+    trainer._check_even_split(64, two)
+    with pytest.raises(ValueError, match="over the 2 devices .* batch_size=63"):
+        trainer._check_even_split(63, two)
+    assert trainer._steps(100, 32, whole_batches=False) == 4
+    assert trainer._steps(100, 32, whole_batches=True) == 3
+    with pytest.raises(DatasetError, match="one whole batch: 20 .* batch size 32"):
+        trainer._steps(20, 32, whole_batches=True)
+
+
 def test_multiworker_needs_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):
@@ -76,40 +125,60 @@ def free_ports(n):
     return ports
 
 
-def start_workers(out, epochs, extra=()):
-    """Starts `ninlayers train --strategy multiworker` as 2 local workers."""
+def cluster_env(index, ports, engine):
+    """Worker `index`'s environment: TF_CONFIG, or Keras's JAX variables."""
+    if engine == "multiworker":
+        cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+        task = {"type": "worker", "index": index}
+        return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})}
+    return {
+        "KERAS_BACKEND": "jax",
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{ports[0]}",
+        "KERAS_DISTRIBUTION_NUM_PROCESSES": str(len(ports)),
+        "KERAS_DISTRIBUTION_PROCESS_ID": str(index),
+    }
+
+
+# The default NiN (batch norm on) with a two-block trunk: JAX's float32 CPU
+# kernels would take minutes over nin_28 with four processes on two cores.
+SMALL_TRUNK = ("--architecture", "[[16, 3], [32, 3]]")
+
+
+def start_command(out, epochs, extra=()):
+    """A small `ninlayers train` of the default NiN (no strategy yet)."""
+    return [
+        sys.executable,
+        "-m",
+        "ninlayers.app.cli",
+        "train",
+        "--epochs",
+        str(epochs),
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "64",
+        "--batch-size",
+        "32",
+        "--verbose",
+        "0",
+        "--output",
+        str(out),
+        *extra,
+    ]
+
+
+def start_workers(out, epochs, extra=(), engine="multiworker"):
+    """Starts `ninlayers train` as 2 local workers: TensorFlow's multiworker
+    strategy, or (`engine="data-parallel"`) two JAX processes."""
     ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     processes = []
     for index in range(2):
         env = {
             **os.environ,
             "TF_CPP_MIN_LOG_LEVEL": "3",
-            "TF_CONFIG": json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            ),
+            **cluster_env(index, ports, engine),
         }
-        command = [
-            sys.executable,
-            "-m",
-            "ninlayers.app.cli",
-            "train",
-            "--strategy",
-            "multiworker",
-            "--epochs",
-            str(epochs),
-            "--train-limit",
-            "256",
-            "--test-limit",
-            "64",
-            "--batch-size",
-            "32",
-            "--verbose",
-            "0",
-            "--output",
-            str(out),
-            *extra,
-        ]
+        command = [*start_command(out, epochs, extra), "--strategy", engine]
         processes.append(
             subprocess.Popen(
                 command,
@@ -150,10 +219,10 @@ def saved_epoch(out):
     return int(names[-1].stem.split("-")[1]) if names else 0
 
 
-def both_saved(out):
+def both_saved(out, other=".worker-1"):
     """The newest epoch both workers have a checkpoint of: they resume there
     (or later), having agreed on it."""
-    return min(saved_epoch(out), saved_epoch(out / ".worker-1"))
+    return min(saved_epoch(out), saved_epoch(out / other))
 
 
 def digests(outputs):
@@ -186,6 +255,35 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_jax_processes_train_as_one_process_over_two_devices(tmp_path):
+    """Scale: `--strategy data-parallel` across two JAX processes on
+    loopback trains exactly the model one process trains over two devices
+    (the same global batches, split the same way), and only process 0
+    writes the artifacts."""
+    extra = ("--deterministic", *SMALL_TRUNK)
+    workers = start_workers(tmp_path / "run", 2, extra=extra, engine="data-parallel")
+    one = subprocess.Popen(
+        [*start_command(tmp_path / "one", 2, extra), "--strategy", "data-parallel"],
+        env={
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "KERAS_BACKEND": "jax",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    outputs = finish([*workers, one])
+    chief, worker, alone = digests(outputs)
+    assert chief == worker == alone
+    assert "worker finished" in outputs[1][0]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == RUN_ARTIFACTS
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["strategy"] == "DataParallel" and metrics["replicas"] == 2
+
+
+@pytest.mark.slow
 def test_two_workers_train_on_an_image_folder_each_reading_its_share(tmp_path):
     from PIL import Image
 
@@ -207,13 +305,17 @@ def test_two_workers_train_on_an_image_folder_each_reading_its_share(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_workers_resume_together_from_their_last_epoch(tmp_path):
+@pytest.mark.parametrize(
+    "engine, other", [("multiworker", ".worker-1"), ("data-parallel", ".process-1")]
+)
+def test_killed_workers_resume_together_from_their_last_epoch(tmp_path, engine, other):
     out = tmp_path / "run"
-    processes = start_workers(out, epochs=4)
+    extra = SMALL_TRUNK if engine == "data-parallel" else ()
+    processes = start_workers(out, epochs=4, extra=extra, engine=engine)
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and all(p.poll() is None for p in processes):
-            if both_saved(out) >= 1:
+            if both_saved(out, other) >= 1:
                 break
             time.sleep(0.05)
         assert all(p.poll() is None for p in processes), "a worker ended early"
@@ -221,11 +323,11 @@ def test_killed_workers_resume_together_from_their_last_epoch(tmp_path):
             process.send_signal(signal.SIGKILL)
     finally:
         kill(processes)
-    killed_at = both_saved(out)
+    killed_at = both_saved(out, other)
     assert 1 <= killed_at < 4
     assert not (out / "metrics.json").exists()
 
-    processes = start_workers(out, epochs=4)
+    processes = start_workers(out, epochs=4, extra=extra, engine=engine)
     chief, worker = digests(finish(processes))
     assert chief == worker
     metrics = json.loads((out / "metrics.json").read_text())

@@ -20,8 +20,8 @@ It keeps the last `KEEP` checkpoints. On resuming it takes the newest one
 whose JSON parses and whose weights match their digest and load, so a
 truncated or damaged file falls back to the one before. A backup from a run
 with another fingerprint (architecture, recipe, learning rate, seed, data)
-is refused rather than resumed. Under `MultiWorkerMirroredStrategy` the
-workers agree on the newest epoch they all hold.
+is refused rather than resumed. Under `MultiWorkerMirroredStrategy`, and
+across JAX processes, the workers agree on the newest epoch they all hold.
 """
 
 from __future__ import annotations
@@ -324,20 +324,40 @@ def all_replicas_sum(strategy: Any, values: np.ndarray) -> np.ndarray:
 def _agree(epochs: list[int], total: int, model: keras.Model) -> set[int]:
     """The checkpoint epochs every worker holds (all of them when alone).
 
-    Each replica adds a one-hot count of the epochs it holds (up to `total`,
-    the same on every worker); an epoch is common when its count reaches the
-    number of replicas.
+    Each worker (each replica under `tf.distribute`, each process on JAX)
+    adds a one-hot count of the epochs it holds (up to `total`, the same
+    on every worker); an epoch is common when its count reaches the number
+    of them.
     """
-    if not _multi_worker(model):
-        return set(epochs)
-    strategy = _keras_compat.trainer_strategy(model)
     counts = np.zeros(total + 1, "float32")
     counts[[e for e in epochs if e <= total]] = 1.0
-    summed = all_replicas_sum(strategy, counts)
-    common = np.flatnonzero(summed >= strategy.num_replicas_in_sync)
+    processes = _jax_processes()
+    if processes > 1:
+        from jax.experimental import multihost_utils
+
+        summed = np.asarray(multihost_utils.process_allgather(counts)).sum(axis=0)
+        needed = processes
+    elif _multi_worker(model):
+        strategy = _keras_compat.trainer_strategy(model)
+        summed = all_replicas_sum(strategy, counts)
+        needed = strategy.num_replicas_in_sync
+    else:
+        return set(epochs)
+    common = np.flatnonzero(summed >= needed)
     return {int(e) for e in common} & set(epochs)
 
 
+def _jax_processes() -> int:
+    """How many JAX processes train together (1 on other backends)."""
+    if keras.backend.backend() != "jax":
+        return 1
+    import jax
+
+    return jax.process_count() if jax.distributed.is_initialized() else 1
+
+
 def _multi_worker(model: keras.Model) -> bool:
+    if _jax_processes() > 1:
+        return True
     strategy = _keras_compat.trainer_strategy(model)
     return strategy is not None and _keras_compat.in_multi_worker_mode(strategy)

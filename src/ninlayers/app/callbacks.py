@@ -9,6 +9,8 @@ import time
 import keras
 import numpy as np
 
+from ninlayers import runtime
+
 __all__ = [
     "Elapsed",
     "HeldOutScore",
@@ -127,13 +129,16 @@ class HeldOutScore(keras.callbacks.Callback):
 
         if logs is None or not len(self.x):
             return
-        outputs = []
-        for i in range(0, len(self.x), self.batch_size):
-            batch = self.x[i : i + self.batch_size]
-            # Under several workers each one's batch comes back gathered
-            # from all (the same images): the first rows are this batch's.
-            outputs.append(np.asarray(self.model.predict_on_batch(batch))[: len(batch)])
-        probs = probabilities(self.model, np.concatenate(outputs))
+        # Across JAX processes, each scores on a copy of its own.
+        with runtime.local_model(self.model) as model:
+            outputs = []
+            for i in range(0, len(self.x), self.batch_size):
+                batch = self.x[i : i + self.batch_size]
+                # Under several workers each one's batch comes back gathered
+                # from all (the same images): the first rows are this batch's.
+                predicted = model.predict_on_batch(batch)
+                outputs.append(np.asarray(predicted)[: len(batch)])
+            probs = probabilities(model, np.concatenate(outputs))
         score = scores(probs, self.y)
         logs[f"{self.prefix}_accuracy"] = score["accuracy"]
         logs[f"{self.prefix}_loss"] = score["loss"]

@@ -196,8 +196,10 @@ def _add_run_control(train: argparse.ArgumentParser) -> None:
         "--strategy",
         default="auto",
         choices=STRATEGIES,
-        help="tf.distribute strategy (default: %(default)s: mirrored with "
-        "several GPUs)",
+        help="how to spread training (default: %(default)s: mirrored with "
+        "several GPUs); mirrored and multiworker (TF_CONFIG) are "
+        "tf.distribute's, data-parallel is JAX's (KERAS_DISTRIBUTION_* for "
+        "several processes)",
     )
     train.add_argument(
         "--restart",

@@ -136,6 +136,7 @@ def stream(
     erasing: float = 0.0,
     cache: bool | None = None,
     shard: tuple[int, int] | None = None,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of `(float images in [0, 1], labels)`.
 
@@ -155,6 +156,7 @@ def stream(
         shard: `(count, index)` or `None`. Only every `count`-th file from
             the `index`-th, chosen before any is read: one worker's share
             under several workers.
+        drop_remainder: bool. Drop each pass's last partial batch.
 
     Returns:
         tf.data.Dataset.
@@ -177,7 +179,7 @@ def stream(
         ds = ds.shuffle(len(folder), seed=seed, reshuffle_each_iteration=True)
     if not cache:
         ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     transform = augmenter(True, crop_padding, erasing, seed) if augment else None
 
     def prepare(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

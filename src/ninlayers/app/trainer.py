@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from ninlayers import _checks, _keras_compat, explain, runtime
+from ninlayers import _checks, explain, runtime
 from ninlayers._utils import follow_rename
 from ninlayers.app import data as data_lib
 from ninlayers.app import folders, machine, plots
@@ -174,13 +174,16 @@ def train(
         seed: int. Seeds Python, NumPy, the backend and the data order.
         deterministic: bool. Turn on TensorFlow's op determinism, so that two
             runs with the same seed on the same machine give identical
-            weights (a little slower). TensorFlow backend only: the others
-            are seeded, with no determinism switch.
-        strategy: str. `"auto"`, `"default"`, `"mirrored"` or
-            `"multiworker"` (see `ninlayers.runtime.get_strategy`). The batch
-            size is the global one. Under `"multiworker"` only the chief writes
-            the artifacts; other workers keep their backup in
-            `output_dir/.worker-N` and remove it when done.
+            weights (a little slower). On every backend it orders the
+            `tf.data` input pipeline's random augmentation; JAX's CPU
+            kernels are deterministic already, PyTorch's are only seeded.
+        strategy: str. `"auto"`, `"default"`, `"mirrored"`,
+            `"multiworker"` or, on JAX, `"data-parallel"` (see
+            `ninlayers.runtime.get_strategy`). The batch size is the global
+            one. Across several workers or processes only the chief writes
+            the artifacts; the others keep their backup in
+            `output_dir/.worker-N` (`.process-N` on JAX) and remove it when
+            done.
         data_dir: str, path or `None`. Fashion-MNIST's directory.
         image_folder: str, path or `None`. Train on this folder's images (one
             sub-folder per class, grey or RGB as its first image) instead of
@@ -212,7 +215,7 @@ def train(
         precision=precision,
     )
     distribution = runtime.get_strategy(strategy)
-    _check_backup_every(backup_every, distribution)
+    _check_distribution(backup_every, recipe.batch_size, distribution)
     output = _output_dir(output_dir)
     with OutputLock(output):
         if restart:
@@ -240,13 +243,12 @@ def train(
             )
             if not runtime.is_chief():
                 return _finish_worker(model, output, result, distribution)
-            # The network trained: the recipe's, or the `architecture` override.
-            metrics = {
-                "recipe": {**recipe.__dict__},
-                "architecture": architecture or recipe.architecture,
-            }
-            metrics.update(write_artifacts(model, data, result, output))
+            with runtime.local_model(model) as scorer:
+                metrics = write_artifacts(model, data, result, output, scorer)
         metrics.update(
+            # The network trained: the recipe's, or the `architecture` override.
+            recipe={**recipe.__dict__},
+            architecture=architecture or recipe.architecture,
             wall_seconds=time.perf_counter() - wall_start,
             seed=seed,
             deterministic=deterministic,
@@ -264,23 +266,41 @@ def _per_worker(data: TrainData, distribution: Any) -> TrainData:
     """Under several workers, each reads and decodes only its own share of a
     streamed folder (TensorFlow's automatic sharding would have every
     worker decode every image and keep 1/N of them)."""
-    if data.train_per_worker is None or not _keras_compat.in_multi_worker_mode(
-        distribution
+    if (
+        data.train_per_worker is None
+        # Keras splits each global batch between JAX processes itself.
+        or isinstance(distribution, runtime.DataParallel)
+        or not runtime.spans_processes(distribution)
     ):
         return data
     train = distribution.distribute_datasets_from_function(data.train_per_worker)
     return dataclasses.replace(data, train=train)
 
 
-def _check_backup_every(backup_every: int | None, distribution: Any) -> None:
+def _check_distribution(
+    backup_every: int | None, batch_size: int, distribution: Any
+) -> None:
+    """Refuses settings the distribution cannot honour."""
+    _check_even_split(batch_size, distribution)
     if backup_every is None:
         return
     _checks.positive_int("backup_every", backup_every)
-    if _keras_compat.in_multi_worker_mode(distribution):
+    if runtime.spans_processes(distribution):
         raise ValueError(
             "backup_every (--backup-every) works on one worker; a multi-worker "
             "run backs up at each epoch's end, where the workers agree. "
             f"Received: backup_every={backup_every} with several workers"
+        )
+
+
+def _check_even_split(batch_size: int, distribution: Any) -> None:
+    """JAX's `DataParallel` gives every device an equal part of each batch."""
+    replicas = distribution.num_replicas_in_sync
+    if isinstance(distribution, runtime.DataParallel) and batch_size % replicas:
+        raise ValueError(
+            f"The batch size must split evenly over the {replicas} devices of "
+            f"the data-parallel run. Received: batch_size={batch_size} (use a "
+            f"multiple of {replicas})"
         )
 
 
@@ -309,8 +329,9 @@ def _output_dir(output_dir: str | os.PathLike) -> Path:
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
-    # TensorFlow's switch; the other backends get only the seeds here.
-    if deterministic and keras.backend.backend() == "tensorflow":
+    # TensorFlow's switch: its kernels, and the input pipeline (tf.data)
+    # whatever the backend; the other backends get only the seeds here.
+    if deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
@@ -324,15 +345,23 @@ def load_data(
     input_size: int | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    whole_batches: bool | None = None,
 ) -> TrainData:
     """Loads the images and builds the recipe's training, validation and test
     pipelines. The training pipeline repeats: `fit` keeps one iterator. An
-    image folder is streamed (`ninlayers.app.folders`), never read whole."""
+    image folder is streamed (`ninlayers.app.folders`), never read whole.
+    `whole_batches` drops each epoch's last partial training batch; `None`
+    does under Keras's `DataParallel` (JAX), which splits every batch
+    evenly between its devices."""
+    if whole_batches is None:
+        whole_batches = isinstance(
+            keras.distribution.distribution(), keras.distribution.DataParallel
+        )
     height, width, _ = data_lib.FASHION_MNIST_SHAPE
     size = (input_size, input_size) if input_size else (height, width)
     if image_folder is not None:
         return _image_folder_data(
-            recipe, seed, image_folder, size, train_limit, test_limit
+            recipe, seed, image_folder, size, train_limit, test_limit, whole_batches
         )
     (x_train, y_train), (x_test, y_test) = data_lib.load_fashion_mnist(data_dir)
     x_train, y_train = x_train[:train_limit], y_train[:train_limit]
@@ -355,6 +384,7 @@ def load_data(
         shuffle=True,
         seed=seed,
         image_size=resize,
+        drop_remainder=whole_batches,
         **_augmentation(recipe),
     )
     # One iterator for the whole fit. Without `repeat`, Keras starts a new
@@ -371,8 +401,22 @@ def load_data(
         class_names=list(data_lib.CLASS_NAMES),
         image_shape=shape,
         n_train=len(x_train),
-        steps_per_epoch=-(-len(x_train) // recipe.batch_size),
+        steps_per_epoch=_steps(len(x_train), recipe.batch_size, whole_batches),
     )
+
+
+def _steps(n_train: int, batch_size: int, whole_batches: bool) -> int:
+    """Training steps per epoch: the last partial batch counts unless
+    dropped (then at least one whole batch is needed)."""
+    if not whole_batches:
+        return -(-n_train // batch_size)
+    if n_train < batch_size:
+        raise DatasetError(
+            f"Too few images for one whole batch: {n_train} to train on, batch "
+            f"size {batch_size}; expected at least {batch_size} (use more "
+            "images, or a smaller --batch-size)."
+        )
+    return n_train // batch_size
 
 
 def _augmentation(recipe: Recipe) -> dict[str, Any]:
@@ -391,6 +435,7 @@ def _image_folder_data(
     size: tuple[int, int],
     train_limit: int | None,
     test_limit: int | None,
+    whole_batches: bool = False,
 ) -> TrainData:
     """An image folder's pipelines: `IMAGE_FOLDER_TEST_SPLIT` of its files,
     drawn with `seed`, are the test set; the held-out images scored after
@@ -422,6 +467,7 @@ def _image_folder_data(
             shuffle=True,
             seed=seed,
             shard=shard,
+            drop_remainder=whole_batches,
             **_augmentation(recipe),
         ).repeat()
 
@@ -440,7 +486,7 @@ def _image_folder_data(
         class_names=everything.class_names,
         image_shape=(*size, channels),
         n_train=len(train),
-        steps_per_epoch=-(-len(train) // recipe.batch_size),
+        steps_per_epoch=_steps(len(train), recipe.batch_size, whole_batches),
     )
 
 
@@ -611,9 +657,13 @@ def _fit_resuming_steps(
 def _barrier(distribution: Any) -> None:
     """Under several workers, waits until every one gets here, so that they
     leave together (a worker that leaves early looks dead to the others)."""
-    if keras.backend.backend() != "tensorflow":
+    if not runtime.spans_processes(distribution):
         return
-    if _keras_compat.in_multi_worker_mode(distribution):
+    if isinstance(distribution, runtime.DataParallel):
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("ninlayers: leave together")
+    else:
         all_replicas_sum(distribution, np.ones(1, "float32"))
 
 
@@ -621,9 +671,11 @@ def _finish_worker(
     model: keras.Model, output: Path, result: FitResult, distribution: Any
 ) -> dict[str, Any]:
     """A non-chief worker saves as the chief does (saving may read variables
-    collectively), into its own directory, then removes it."""
+    collectively), into its own directory, then removes it. (A JAX process
+    holds every weight itself: it only digests them.)"""
     digest = weights_digest(model)
-    save_model_atomically(model, output / MODEL_FILE)
+    if not isinstance(distribution, runtime.DataParallel):
+        save_model_atomically(model, output / MODEL_FILE)
     shutil.rmtree(output, ignore_errors=True)
     _barrier(distribution)
     return {
@@ -635,20 +687,26 @@ def _finish_worker(
 
 
 def write_artifacts(
-    model: keras.Model, data: TrainData, result: FitResult, output: Path
+    model: keras.Model,
+    data: TrainData,
+    result: FitResult,
+    output: Path,
+    scorer: keras.Model | None = None,
 ) -> dict[str, Any]:
     """Evaluates on the test set, writes the model and the three pictures,
     and returns the run's metrics (the caller adds provenance and writes
-    them)."""
-    probs, labels = predict_dataset(model, data.test)
+    them). `scorer` (default `model`) predicts: a copy of `model` on this
+    process alone when `model` spans several (`runtime.local_model`)."""
+    scorer = model if scorer is None else scorer
+    probs, labels = predict_dataset(scorer, data.test)
     save_model_atomically(model, output / MODEL_FILE)
     plots.plot_history(result.history, output / "history.png", data.held_out_label)
     plots.plot_confusion_matrix(
         labels, probs.argmax(axis=-1), data.class_names, output / "confusion.png"
     )
     images = np.concatenate([np.asarray(x) for x, _ in data.test.take(1)])[:12]
-    maps, cam_outputs = explain.class_activation_maps(model, images)
-    cam_probs = probabilities(model, cam_outputs)
+    maps, cam_outputs = explain.class_activation_maps(scorer, images)
+    cam_probs = probabilities(scorer, cam_outputs)
     plots.plot_class_activation_maps(
         images, maps, cam_probs, data.class_names, output / "cam.png", labels[:12]
     )
