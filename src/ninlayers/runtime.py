@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -326,11 +327,19 @@ def local_model(model: keras.Model) -> Iterator[keras.Model]:
     distribution = keras.distribution.distribution()
     keras.distribution.set_distribution(None)
     try:
-        copy = model.__class__.from_config(model.get_config())
+        # One copy per model, refreshed: its compiled predict is reused.
+        copy = _LOCAL_COPIES.get(model)
+        if copy is None:
+            copy = _LOCAL_COPIES[model] = model.__class__.from_config(
+                model.get_config()
+            )
         copy.set_weights(weights)
         yield copy
     finally:
         keras.distribution.set_distribution(distribution)
+
+
+_LOCAL_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 #: How long a worker may miss heartbeats before the others call it dead.

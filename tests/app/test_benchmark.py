@@ -76,6 +76,7 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys):
     captured = capsys.readouterr()
     printed = captured.out
     assert "seed" in printed and "ninlayers" in printed
+    assert "seed: the NiN tutorial's plain Keras model" in printed  # the label
     result = json.loads((tmp_path / "b.json").read_text())
     # The processor that measured the figures, in print and in the file.
     assert result["machine"]["processor"] in printed.splitlines()[0]

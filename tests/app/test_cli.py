@@ -12,13 +12,13 @@ from ninlayers import app
 from ninlayers.app import cli, machine
 
 
-def run_cli(*args, timeout=600):
+def run_cli(*args, timeout=600, env=None):
     return subprocess.run(
         [sys.executable, "-m", "ninlayers.app.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
     )
 
 
@@ -194,13 +194,25 @@ def test_train_runs_end_to_end_on_another_backend(tmp_path, backend):
         "256",
         "--test-limit",
         "100",
+        # A small trunk: this is about the command on the backend, and
+        # JAX's float32 CPU kernels take minutes over the default one.
+        "--architecture",
+        "[[32, 3], [64, 3]]",
         "--output",
         out,
         "--verbose",
         "0",
+        # The command's default cache, in a folder of the test's own.
+        env={
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "JAX_COMPILATION_CACHE_DIR": "",
+        },
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
+    # JAX's compiled programs are kept for the next command; nothing else is.
+    cached = list((tmp_path / "cache").glob("ninlayers/jax/*"))
+    assert bool(cached) is (backend == "jax")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["versions"]["keras_backend"] == backend
     assert "tensorflow" not in metrics["versions"]

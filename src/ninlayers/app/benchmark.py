@@ -343,6 +343,8 @@ def format_result(result: dict[str, Any]) -> str:
         f"median of {result['repeats']}; on {result['backend']}, ninlayers "
         f"precision {result['ninlayers_precision']}, XLA "
         f"{result['ninlayers_jit_compile']} (peers: their backend's defaults)",
+        "seed: the NiN tutorial's plain Keras model (Sequential, no batch norm, "
+        "float32), the baseline of every ratio",
         f"{'path':<20} {'train img/s':>12} {'x seed':>7} "
         f"{'predict img/s':>14} {'x seed':>7}",
     ]

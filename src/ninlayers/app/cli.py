@@ -588,6 +588,28 @@ def _rerun_on(backend: str, argv: Sequence[str]) -> int:
         return child.wait()
 
 
+def _use_jax_compilation_cache() -> None:
+    """On JAX, keeps every compiled XLA program in JAX's persistent
+    compilation cache, shared by the `ninlayers` commands: a later command
+    with the same shapes loads them instead of compiling (a small training
+    run took 35 s, then 18 s). `JAX_COMPILATION_CACHE_DIR` chooses the
+    directory (default `$XDG_CACHE_HOME/ninlayers/jax`, else
+    `~/.cache/ninlayers/jax`); `NINLAYERS_JAX_CACHE=0` turns it off."""
+    if _active_backend() != "jax" or os.environ.get("NINLAYERS_JAX_CACHE") == "0":
+        return
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:  # else: the user's own
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        jax.config.update(
+            "jax_compilation_cache_dir", os.path.join(base, "ninlayers", "jax")
+        )
+    # JAX keeps only programs slower than 1 s to compile; here even the
+    # weight initialisers' are worth it.
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     from ninlayers.app import callbacks
 
@@ -614,6 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.backend is not None and args.backend != _active_backend():
         return _rerun_on(args.backend, sys.argv[1:] if argv is None else argv)
+    _use_jax_compilation_cache()
     _stop_on_sigterm()
     from ninlayers.app.callbacks import Terminated
 
