@@ -70,6 +70,9 @@ def test_data_parallel_is_the_jax_backend_s_and_local_model_is_the_model():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     with runtime.local_model(model) as local:
         assert local is model  # one process: nothing to copy
+    if keras.backend.backend() != "tensorflow":
+        with pytest.raises(ValueError, match="needs the TensorFlow backend"):
+            runtime.get_strategy("mirrored")
     if keras.backend.backend() != "jax":
         with pytest.raises(ValueError, match="needs KERAS_BACKEND=jax"):
             runtime.get_strategy("data-parallel")

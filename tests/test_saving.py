@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import SMALL, run_python
-from ninlayers import NiN, NiNBlock, NiNClassifierHead
+from ninlayers import NiN, NiNBlock, NiNClassifierHead, runtime
 
 # Runs on every Keras backend (the README's backend matrix).
 pytestmark = pytest.mark.backends
@@ -162,3 +162,17 @@ def test_explicit_dtype_is_saved_and_restored(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.dtype_policy.name == "float32"
     assert loaded.get_layer("block1").dtype_policy.name == "float32"
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("asked", ["auto", False])
+def test_the_compile_config_keeps_jit_compile_as_asked(asked):
+    """A file records "auto" when "auto" was asked, so that the backend that
+    loads it resolves XLA for itself (JAX's True would turn on torch.compile
+    on PyTorch)."""
+    model = NiN(input_shape=(16, 16, 1), architecture=[(8, 3)])
+    model.compile(jit_compile=asked)
+    assert model.get_compile_config()["jit_compile"] == asked
+    loaded = NiN.from_config(model.get_config())
+    loaded.compile_from_config(model.get_compile_config())
+    assert loaded.jit_compile == runtime.resolve_jit_compile(asked)

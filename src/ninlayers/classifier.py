@@ -177,23 +177,27 @@ class NiNImageClassifier(keras.Model):
             loss: loss or `"auto"`: sparse categorical cross-entropy, from
                 logits when `output_activation` is `None`.
             metrics: list or `"auto"`: `["accuracy"]`.
-            jit_compile: bool or `"auto"`: XLA where it is faster (see
-                `ninlayers.runtime.resolve_jit_compile`).
+            jit_compile: bool or `"auto"`: XLA where it is faster
+                (`ninlayers.runtime.resolve_jit_compile`), resolved again by
+                the backend that loads a saved file.
             **kwargs: Other arguments of `keras.Model.compile`.
         """
         if loss == "auto":
             loss = keras.losses.SparseCategoricalCrossentropy(
                 from_logits=self.output_activation is None
             )
-        if metrics == "auto":
-            metrics = ["accuracy"]
-        super().compile(
-            optimizer=optimizer,
-            loss=loss,
-            metrics=metrics,
-            jit_compile=runtime.resolve_jit_compile(jit_compile),
-            **kwargs,
-        )
+        metrics = ["accuracy"] if metrics == "auto" else metrics
+        xla = runtime.resolve_jit_compile(jit_compile)
+        super().compile(optimizer, loss, metrics=metrics, jit_compile=xla, **kwargs)
+        self._jit_compile_asked = jit_compile
+
+    def get_compile_config(self) -> dict[str, Any] | None:
+        """The compile config, with `jit_compile="auto"` kept for the loading
+        backend to resolve (JAX's XLA would be `torch.compile` on PyTorch)."""
+        config = super().get_compile_config()
+        if config and getattr(self, "_jit_compile_asked", None) == "auto":
+            config["jit_compile"] = "auto"
+        return config
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         """Compiles the model from a saved compile config (when loading)."""

@@ -238,6 +238,7 @@ class DataParallel:
 
         processes = num_processes_from_env()
         if processes > 1 and not _jax_distributed_ready():
+            _check_hostname_resolves()
             keras.distribution.initialize()
         self.distribution = keras.distribution.DataParallel(
             devices=list(devices) if devices else None
@@ -250,6 +251,22 @@ class DataParallel:
     def scope(self) -> contextlib.AbstractContextManager:
         """A scope that changes nothing: the distribution is already set."""
         return contextlib.nullcontext()
+
+
+def _check_hostname_resolves() -> None:
+    """JAX's CPU collectives (Gloo) look up this machine's own name; where
+    it does not resolve they fail with an opaque "enforce fail"."""
+    import socket
+
+    name = socket.gethostname()
+    try:
+        socket.getaddrinfo(name, None)
+    except OSError as error:
+        raise OSError(
+            f"This machine's hostname {name!r} does not resolve, and JAX's CPU "
+            "collectives (Gloo) need it to: add it to /etc/hosts (for example "
+            f"'127.0.1.1 {name}'). Received: {error}"
+        ) from None
 
 
 def _jax_distributed_ready() -> bool:

@@ -73,6 +73,16 @@ def test_data_parallel_batches_split_evenly_and_whole():
         trainer._steps(20, 32, whole_batches=True)
 
 
+def test_an_unresolvable_hostname_is_named_before_jax_joins(monkeypatch):
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "no-such-host.invalid")
+    with pytest.raises(OSError, match="'no-such-host.invalid' does not resolve"):
+        runtime._check_hostname_resolves()
+    monkeypatch.setattr(socket, "gethostname", lambda: "localhost")
+    runtime._check_hostname_resolves()
+
+
 def test_multiworker_needs_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):
@@ -125,7 +135,7 @@ def free_ports(n):
     return ports
 
 
-def cluster_env(index, ports, engine):
+def cluster_env(index, ports, engine, cache_home=None):
     """Worker `index`'s environment: TF_CONFIG, or Keras's JAX variables."""
     if engine == "multiworker":
         cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -133,6 +143,9 @@ def cluster_env(index, ports, engine):
         return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})}
     return {
         "KERAS_BACKEND": "jax",
+        # The command's compilation cache, in a folder of the test's own.
+        "JAX_COMPILATION_CACHE_DIR": "",
+        "XDG_CACHE_HOME": str(cache_home),
         "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{ports[0]}",
         "KERAS_DISTRIBUTION_NUM_PROCESSES": str(len(ports)),
         "KERAS_DISTRIBUTION_PROCESS_ID": str(index),
@@ -176,7 +189,7 @@ def start_workers(out, epochs, extra=(), engine="multiworker"):
         env = {
             **os.environ,
             "TF_CPP_MIN_LOG_LEVEL": "3",
-            **cluster_env(index, ports, engine),
+            **cluster_env(index, ports, engine, out.parent / "cache"),
         }
         command = [*start_command(out, epochs, extra), "--strategy", engine]
         processes.append(
@@ -277,6 +290,8 @@ def test_two_jax_processes_train_as_one_process_over_two_devices(tmp_path):
     outputs = finish([*workers, one])
     chief, worker, alone = digests(outputs)
     assert chief == worker == alone
+    # JAX's compiled programs are kept for the next command.
+    assert list((tmp_path / "cache").glob("ninlayers/jax/*"))
     assert "worker finished" in outputs[1][0]
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == RUN_ARTIFACTS
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
