@@ -79,7 +79,7 @@ def test_an_unresolvable_hostname_is_named_before_jax_joins(monkeypatch):
     monkeypatch.setattr(socket, "gethostname", lambda: "no-such-host.invalid")
     with pytest.raises(OSError, match="'no-such-host.invalid' does not resolve"):
         runtime._check_hostname_resolves()
-    monkeypatch.setattr(socket, "gethostname", lambda: "localhost")
+    monkeypatch.setattr(socket, "gethostname", lambda: "127.0.0.1")  # resolves
     runtime._check_hostname_resolves()
 
 
