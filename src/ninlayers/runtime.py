@@ -33,6 +33,7 @@ __all__ = [
     "SingleDevice",
     "get_strategy",
     "is_chief",
+    "jax_processes",
     "local_model",
     "num_processes_from_env",
     "spans_processes",
@@ -275,6 +276,22 @@ def _jax_distributed_ready() -> bool:
     return jax.distributed.is_initialized()
 
 
+def jax_processes() -> int:
+    """How many JAX processes train together (1 on other backends, or before
+    they join).
+
+    Example:
+
+    >>> jax_processes()
+    1
+    """
+    if keras.backend.backend() != "jax" or not _jax_distributed_ready():
+        return 1
+    import jax
+
+    return jax.process_count()
+
+
 def num_processes_from_env() -> int:
     """The JAX process count Keras's `PROCESS_ENV` names (1 when unset).
 
@@ -337,7 +354,7 @@ def local_model(model: keras.Model) -> Iterator[keras.Model]:
     ...     print(scorer is model)
     True
     """
-    if keras.backend.backend() != "jax" or not _jax_distributed_ready():
+    if jax_processes() == 1:
         yield model
         return
     weights = model.get_weights()  # replicated: every process has them all

@@ -36,7 +36,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from ninlayers import _keras_compat
+from ninlayers import _keras_compat, runtime
 from ninlayers.app.artifacts import atomic_path, atomic_write_text
 from ninlayers.errors import TrainingError
 from ninlayers.saving import file_sha256
@@ -331,7 +331,7 @@ def _agree(epochs: list[int], total: int, model: keras.Model) -> set[int]:
     """
     counts = np.zeros(total + 1, "float32")
     counts[[e for e in epochs if e <= total]] = 1.0
-    processes = _jax_processes()
+    processes = runtime.jax_processes()
     if processes > 1:
         from jax.experimental import multihost_utils
 
@@ -347,17 +347,8 @@ def _agree(epochs: list[int], total: int, model: keras.Model) -> set[int]:
     return {int(e) for e in common} & set(epochs)
 
 
-def _jax_processes() -> int:
-    """How many JAX processes train together (1 on other backends)."""
-    if keras.backend.backend() != "jax":
-        return 1
-    import jax
-
-    return jax.process_count() if jax.distributed.is_initialized() else 1
-
-
 def _multi_worker(model: keras.Model) -> bool:
-    if _jax_processes() > 1:
+    if runtime.jax_processes() > 1:
         return True
     strategy = _keras_compat.trainer_strategy(model)
     return strategy is not None and _keras_compat.in_multi_worker_mode(strategy)
