@@ -114,3 +114,29 @@ def test_coordination_service_gets_the_longer_timeouts():
         """
     )
     assert out.split()[-3:] == ["120000", "120000", "1"]
+
+
+def test_batch_spec_reads_an_epoch_iterators_batches_without_taking_one():
+    from keras.src.backend.tensorflow.trainer import TFEpochIterator
+
+    x, y = np.zeros((6, 16, 16, 1), "float32"), np.arange(6)
+    iterator = TFEpochIterator(
+        x=x, y=y, batch_size=4, distribute_strategy=tf.distribute.get_strategy()
+    )
+    spec_x, spec_y = _keras_compat.batch_spec(iterator)
+    assert spec_x.shape.as_list() == [None, 16, 16, 1] and spec_x.dtype == tf.float32
+    assert spec_y.shape.as_list() == [None]
+    batches = [b for _, _, it in iterator for b in it]
+    assert [len(b[1]) for b in batches] == [4, 2]  # nothing was taken
+    with pytest.raises(RuntimeError, match="_distributed_dataset"):
+        _keras_compat.batch_spec(object())
+
+
+def test_symbolic_build_builds_metrics_and_optimizer_from_a_spec():
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL, precision="float32")
+    model.compile()
+    spec = (tf.TensorSpec([None, 16, 16, 1]), tf.TensorSpec([None], tf.int64))
+    _keras_compat.symbolic_build(model, None, spec)
+    assert model.optimizer.built and model._compile_metrics.built
+    with pytest.raises(RuntimeError, match="_symbolic_build"):
+        _keras_compat.symbolic_build(object(), None, spec)

@@ -1,7 +1,8 @@
 """Every use of a private Keras or TensorFlow internal, in one place.
 
-ninlayers needs six internals, each to work around a Keras 3 limitation
-under `tf.distribute` (docs/distributed.md) or to log as Keras does. The
+ninlayers needs eight internals, each to work around a Keras 3 limitation
+under `tf.distribute` (docs/distributed.md), to log as Keras does, or to
+trace TensorFlow's training step once. The
 accessors fail loudly, naming the Keras version, if an upgrade removes what
 they rely on (`trainer_strategy` excepted: the other backends never have
 it), and tests/test_keras_compat.py checks that each internal still exists.
@@ -10,6 +11,13 @@ it), and tests/test_keras_compat.py checks that each internal still exists.
   trainer's hook that builds metrics and optimizer from the first batch.
   NiN overrides it because the trainer reduces a distributed batch in a way
   `MultiWorkerMirroredStrategy` refuses.
+- `Trainer._symbolic_build(data_batch=...)`: builds the model's loss,
+  metrics and optimizer from a batch's shapes. Keras's TensorFlow trainer
+  calls it only under a strategy; without one the metrics and optimizer
+  create their variables inside the first trace of the step, and
+  `tf.function` then traces it a second time.
+- `TFEpochIterator._distributed_dataset`: the dataset an epoch iterator
+  reads, whose `element_spec` gives that batch's shapes without taking one.
 - `Model._distribute_strategy`: the `tf.distribute` strategy the TensorFlow
   trainer was compiled under (absent on the other backends).
 - `Model._loss_tracker`: the `Mean` metric behind the `loss` log, which a
@@ -71,6 +79,28 @@ def first_local_batch(iterator: Any, strategy: Any) -> Any:
     for _, _, batches in iterator:
         return tf.nest.map_structure(first_local, next(batches))
     return None
+
+
+def batch_spec(iterator: Any) -> Any:
+    """The `element_spec` of the dataset a TensorFlow epoch iterator reads:
+    the shapes and dtypes of its batches, none of them taken."""
+    dataset = getattr(iterator, "_distributed_dataset", None)
+    spec = getattr(dataset, "element_spec", None)
+    if spec is None:
+        raise _missing("TFEpochIterator._distributed_dataset.element_spec")
+    return spec
+
+
+def symbolic_build(model: keras.Model, iterator: Any, data_batch: Any) -> None:
+    """Builds `model`'s loss, metrics and optimizer with Keras's own symbolic
+    build, from `data_batch` or else from the batches `iterator` reads (a
+    TensorFlow epoch iterator, of which no batch is taken)."""
+    if iterator is None and data_batch is None:
+        return
+    build = getattr(model, "_symbolic_build", None)
+    if build is None:
+        raise _missing("Trainer._symbolic_build")
+    build(data_batch=batch_spec(iterator) if data_batch is None else data_batch)
 
 
 def trainer_strategy(model: keras.Model) -> Any:

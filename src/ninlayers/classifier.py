@@ -218,10 +218,13 @@ class NiNImageClassifier(keras.Model):
         return _steps.for_backend().test_step(self, *args)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under MultiWorkerMirroredStrategy Keras cannot reduce a nested batch
-        # to learn its shapes: any one replica's batch has them.
+        # Built here, not in the step's first trace (`tf.function` would trace
+        # it again). Under MultiWorkerMirroredStrategy Keras cannot reduce a
+        # nested batch to learn its shapes: one replica's batch has them.
         strategy = _keras_compat.trainer_strategy(self)
-        if iterator is not None and strategy is not None:
+        if strategy is None:
+            return _keras_compat.symbolic_build(self, iterator, data_batch)
+        if iterator is not None:
             data_batch = _keras_compat.first_local_batch(iterator, strategy)
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
