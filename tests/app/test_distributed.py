@@ -152,13 +152,14 @@ def cluster_env(index, ports, engine, cache_home=None):
     }
 
 
-# The default NiN (batch norm on) with a two-block trunk: JAX's float32 CPU
-# kernels would take minutes over nin_28 with four processes on two cores.
+# The default NiN (batch norm on) with a two-block trunk: every engine's
+# workers run it (nin_28 would take minutes with four processes on two cores).
 SMALL_TRUNK = ("--architecture", "[[16, 3], [32, 3]]")
 
 
 def start_command(out, epochs, extra=()):
-    """A small `ninlayers train` of the default NiN (no strategy yet)."""
+    """A small `ninlayers train` of the default NiN with a two-block trunk
+    (no strategy yet)."""
     return [
         sys.executable,
         "-m",
@@ -176,6 +177,7 @@ def start_command(out, epochs, extra=()):
         "0",
         "--output",
         str(out),
+        *SMALL_TRUNK,
         *extra,
     ]
 
@@ -273,7 +275,7 @@ def test_two_jax_processes_train_as_one_process_over_two_devices(tmp_path):
     loopback trains exactly the model one process trains over two devices
     (the same global batches, split the same way), and only process 0
     writes the artifacts."""
-    extra = ("--deterministic", *SMALL_TRUNK)
+    extra = ("--deterministic",)
     workers = start_workers(tmp_path / "run", 2, extra=extra, engine="data-parallel")
     one = subprocess.Popen(
         [*start_command(tmp_path / "one", 2, extra), "--strategy", "data-parallel"],
@@ -325,8 +327,7 @@ def test_two_workers_train_on_an_image_folder_each_reading_its_share(tmp_path):
 )
 def test_killed_workers_resume_together_from_their_last_epoch(tmp_path, engine, other):
     out = tmp_path / "run"
-    extra = SMALL_TRUNK if engine == "data-parallel" else ()
-    processes = start_workers(out, epochs=4, extra=extra, engine=engine)
+    processes = start_workers(out, epochs=4, engine=engine)
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and all(p.poll() is None for p in processes):
@@ -342,7 +343,7 @@ def test_killed_workers_resume_together_from_their_last_epoch(tmp_path, engine, 
     assert 1 <= killed_at < 4
     assert not (out / "metrics.json").exists()
 
-    processes = start_workers(out, epochs=4, extra=extra, engine=engine)
+    processes = start_workers(out, epochs=4, engine=engine)
     chief, worker = digests(finish(processes))
     assert chief == worker
     metrics = json.loads((out / "metrics.json").read_text())
