@@ -365,8 +365,8 @@ def shapes_task(n=256, size=16, seed=0):
     keras.backend.backend() != "tensorflow", reason="tf.function's tracing"
 )
 def test_fit_traces_the_training_step_once(monkeypatch):
-    # Keras builds the optimizer inside the first trace when no strategy is
-    # set; its new variables would make `tf.function` trace the step again.
+    # Without a strategy Keras builds the metrics and optimizer inside the
+    # first trace; their new variables make `tf.function` trace again.
     from ninlayers._steps import tensorflow as steps
 
     traces = []
