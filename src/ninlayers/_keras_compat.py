@@ -10,7 +10,8 @@ it), and tests/test_keras_compat.py checks that each internal still exists.
 - `Model._maybe_symbolic_build(iterator, data_batch)`: the TensorFlow
   trainer's hook that builds metrics and optimizer from the first batch.
   NiN overrides it because the trainer reduces a distributed batch in a way
-  `MultiWorkerMirroredStrategy` refuses.
+  `MultiWorkerMirroredStrategy` refuses, and because without a strategy it
+  builds nothing (see `_symbolic_build` below).
 - `Trainer._symbolic_build(data_batch=...)`: builds the model's loss,
   metrics and optimizer from a batch's shapes. Keras's TensorFlow trainer
   calls it only under a strategy; without one the metrics and optimizer
