@@ -1,8 +1,9 @@
 """Every use of a private Keras or TensorFlow internal, in one place.
 
-ninlayers needs eight internals, each to work around a Keras 3 limitation
-under `tf.distribute` (docs/distributed.md), to log as Keras does, or to
-trace TensorFlow's training step once. The
+ninlayers needs ten internals, each to work around a Keras 3 limitation
+under `tf.distribute` (docs/distributed.md), to log as Keras does, to
+trace TensorFlow's training step once, or to run an optimizer's update as
+one fused kernel (`ninlayers.fused_updates`). The
 accessors fail loudly, naming the Keras version, if an upgrade removes what
 they rely on (`trainer_strategy` excepted: the other backends never have
 it), and tests/test_keras_compat.py checks that each internal still exists.
@@ -31,6 +32,12 @@ it), and tests/test_keras_compat.py checks that each internal still exists.
   TensorFlow's defaults unless one is configured first).
 - `MultiWorkerMirroredStrategy.extended._in_multi_worker_mode()`: whether a
   strategy spans several workers (the only case whose logs need a shape).
+- `Optimizer._get_variable_index(variable)` with Adam's `_momentums` and
+  `_velocities` (SGD's `momentums` is public): a variable's slot variables,
+  which a fused kernel updates in place.
+- The torch optimizers' `_parallel_update_step(grads, variables,
+  learning_rate)`: the update of all variables at once, after Keras's
+  `apply` has scaled, clipped and decayed the gradients.
 """
 
 from __future__ import annotations
@@ -182,3 +189,27 @@ def was_called(model: keras.Model) -> bool:
     """Whether a model has been called once (Keras's ONNX export needs it);
     `True` where Keras no longer records it."""
     return bool(getattr(model, "_called", True))
+
+
+#: The torch optimizers' update of all variables at once.
+TORCH_UPDATE = "_parallel_update_step"
+
+
+def slot_variables(
+    optimizer: keras.optimizers.Optimizer, variable: Any, *lists: str
+) -> list[Any]:
+    """The slot variables of `variable` in `optimizer`'s lists named `lists`
+    (e.g. Adam's `"_momentums"`, `"_velocities"`)."""
+    index_of = getattr(optimizer, "_get_variable_index", None)
+    if index_of is None or not all(hasattr(optimizer, name) for name in lists):
+        raise _missing(f"Optimizer._get_variable_index and {', '.join(lists)}")
+    index = index_of(variable)
+    return [getattr(optimizer, name)[index] for name in lists]
+
+
+def torch_update(optimizer: keras.optimizers.Optimizer) -> Any:
+    """A torch optimizer's bound `_parallel_update_step`."""
+    update = getattr(optimizer, TORCH_UPDATE, None)
+    if update is None:
+        raise _missing(f"the torch optimizers' {TORCH_UPDATE}")
+    return update

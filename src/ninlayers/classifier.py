@@ -10,11 +10,22 @@ from typing import Any
 import keras
 
 from ninlayers import _checks, _keras_compat, _steps, presets, runtime, saving
+from ninlayers import fused_updates as _fused
 from ninlayers.backbone import NiNBackbone, check_image_size
 from ninlayers.image_converter import NiNImageConverter
 from ninlayers.layers import NiNClassifierHead
 
 __all__ = ["NiNImageClassifier", "input_range"]
+
+
+def _default_loss_and_metrics(model: Any, loss: Any, metrics: Any) -> tuple:
+    """`compile()`'s `"auto"` loss (sparse categorical cross-entropy, from
+    logits when the model outputs them) and metrics (accuracy)."""
+    if loss == "auto":
+        loss = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=model.output_activation is None
+        )
+    return loss, ["accuracy"] if metrics == "auto" else metrics
 
 
 @keras.saving.register_keras_serializable(package="ninlayers")
@@ -168,6 +179,7 @@ class NiNImageClassifier(keras.Model):
         loss: Any = "auto",
         metrics: Any = "auto",
         jit_compile: bool | str = "auto",
+        fused_updates: bool = True,
         **kwargs: Any,
     ) -> None:
         """Configures training, with defaults that train the classifier.
@@ -177,18 +189,17 @@ class NiNImageClassifier(keras.Model):
             loss: loss or `"auto"`: sparse categorical cross-entropy, from
                 logits when `output_activation` is `None`.
             metrics: list or `"auto"`: `["accuracy"]`.
-            jit_compile: bool or `"auto"`: XLA where it is faster
-                (`ninlayers.runtime.resolve_jit_compile`), resolved again by
-                the backend that loads a saved file.
+            jit_compile: bool or `"auto"`: XLA where it is faster (`runtime.
+                resolve_jit_compile`), resolved again by a loading backend.
+            fused_updates: bool. Keras's Adam and SGD update each variable
+                in one kernel where the backend has one (`fused_updates`).
             **kwargs: Other arguments of `keras.Model.compile`.
         """
-        if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(
-                from_logits=self.output_activation is None
-            )
-        metrics = ["accuracy"] if metrics == "auto" else metrics
+        loss, metrics = _default_loss_and_metrics(self, loss, metrics)
         xla = runtime.resolve_jit_compile(jit_compile)
         super().compile(optimizer, loss, metrics=metrics, jit_compile=xla, **kwargs)
+        if fused_updates:
+            _fused.fuse(self.optimizer)
         self._jit_compile_asked = jit_compile
 
     def get_compile_config(self) -> dict[str, Any] | None:
