@@ -73,11 +73,10 @@ def _updated(make, fuse, steps=4):
         fused_updates.fuse(optimizer)
     optimizer.build(variables)
     for step in range(steps):
+        waves = [np.sin(np.arange(np.prod(v.shape)) * (step + 1)) for v in variables]
         grads = [
-            keras.ops.convert_to_tensor(
-                np.sin(np.arange(np.prod(v.shape)) * (step + 1)).reshape(v.shape), "float32"
-            )
-            for v in variables
+            keras.ops.convert_to_tensor(w.reshape(v.shape), "float32")
+            for w, v in zip(waves, variables, strict=True)
         ]
         optimizer.apply(grads, variables)
     return optimizer, [keras.ops.convert_to_numpy(v) for v in variables]

@@ -6,7 +6,8 @@ model in keras-hub's three pieces, `NiNBackbone` (the trunk),
 with `NiN` the one-call model built from them and pretrained presets
 (`ninlayers.presets`); the loss and learning-rate schedule NiN models are compiled
 with, class activation maps (`ninlayers.explain`), export
-(`ninlayers.export`) and per-device choices (`ninlayers.runtime`).
+(`ninlayers.export`), per-device choices (`ninlayers.runtime`) and fused
+optimizer updates (`ninlayers.fused_updates`).
 
 The `ninlayers` command and its Python functions (Fashion-MNIST and image
 folders, recipes, the trainer, pictures, the benchmark) live in the
@@ -19,7 +20,16 @@ from typing import Any
 
 __version__ = "0.3.0.dev0"
 
-from ninlayers import errors, explain, export, pixels, presets, runtime, saving
+from ninlayers import (
+    errors,
+    explain,
+    export,
+    fused_updates,
+    pixels,
+    presets,
+    runtime,
+    saving,
+)
 from ninlayers.backbone import ARCHITECTURES, BlockSpec, NiNBackbone, minimum_input_size
 from ninlayers.classifier import NiNImageClassifier
 from ninlayers.errors import (
@@ -57,6 +67,7 @@ __all__ = [
     "errors",
     "explain",
     "export",
+    "fused_updates",
     "list_presets",
     "minimum_input_size",
     "pixels",
