@@ -20,6 +20,10 @@ OPTIMIZERS = {
         ),
         {"tensorflow", "torch"},
     ),
+    "adam with weight decay": (
+        lambda: keras.optimizers.Adam(0.01, weight_decay=0.1),
+        {"tensorflow", "torch"},
+    ),
     "sgd, nesterov, weight decay": (
         lambda: keras.optimizers.SGD(
             0.01, momentum=0.9, nesterov=True, weight_decay=5e-4
