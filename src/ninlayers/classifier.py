@@ -189,10 +189,10 @@ class NiNImageClassifier(keras.Model):
             loss: loss or `"auto"`: sparse categorical cross-entropy, from
                 logits when `output_activation` is `None`.
             metrics: list or `"auto"`: `["accuracy"]`.
-            jit_compile: bool or `"auto"`: XLA where it is faster (`runtime.
-                resolve_jit_compile`), resolved again by a loading backend.
+            jit_compile: bool or `"auto"` (XLA where faster, per
+                `runtime.resolve_jit_compile`; a loading backend re-resolves it).
             fused_updates: bool. Keras's Adam and SGD update each variable
-                in one kernel where the backend has one (`fused_updates`).
+                in one kernel where the backend has one (`ninlayers.fused_updates`).
             **kwargs: Other arguments of `keras.Model.compile`.
         """
         loss, metrics = _default_loss_and_metrics(self, loss, metrics)
