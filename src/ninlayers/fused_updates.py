@@ -8,7 +8,8 @@ with the same arithmetic:
 - TensorFlow: `ResourceApplyAdam` (Keras's Adam, which follows TensorFlow's
   formula) and `ResourceApplyKerasMomentum` (Keras's SGD with momentum,
   Nesterov or not), one call per variable;
-- PyTorch: `torch._fused_adam_`, one call for all variables (PyTorch adds
+- PyTorch: `torch.optim.adam.adam(..., fused=True)`, PyTorch's fused Adam,
+  one call for all variables (PyTorch adds
   epsilon after bias-correcting the second moment, Keras before: the call
   passes Keras's epsilon divided by that correction, which is the same
   update).
@@ -18,8 +19,8 @@ everything else Keras's `apply` does (loss scaling, clipping, weight decay,
 gradient accumulation, EMA, the step counter) is unchanged, as is the
 optimizer's config and state, so saved files and checkpoints are those of
 the plain Keras optimizer. Where a kernel does not apply (other
-optimizers, AMSGrad, JAX, a `tf.distribute` strategy, mismatched dtypes),
-Keras's own update runs.
+optimizers, AMSGrad, SGD without momentum, SGD on PyTorch, JAX, a
+`tf.distribute` strategy, mismatched dtypes), Keras's own update runs.
 
 `NiNImageClassifier.compile` fuses the optimizer it is given
 (`fused_updates=False` keeps Keras's update).
@@ -101,7 +102,15 @@ def fuse(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
 
 
 def is_fused(optimizer: keras.optimizers.Optimizer) -> bool:
-    """Whether `fuse` made `optimizer` (or its inner optimizer) run fused."""
+    """Whether `fuse` made `optimizer` run fused.
+
+    Args:
+        optimizer: A Keras optimizer; for a `LossScaleOptimizer`, its inner
+            optimizer is asked.
+
+    Returns:
+        bool: `True` if its update runs through a fused kernel.
+    """
     inner = getattr(optimizer, "inner_optimizer", None)
     return bool(getattr(inner if inner is not None else optimizer, _FUSED, False))
 
