@@ -12,7 +12,6 @@ repeat after repeat, in one process, and every repeat is kept.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -23,7 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ninlayers.app import augment  # noqa: E402
+from ninlayers.app import artifacts, augment  # noqa: E402
 
 
 def hand_flip(images, seed: int):
@@ -107,8 +106,7 @@ def main() -> None:
             flush=True,
         )
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        artifacts.write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ defaults of `ninlayers.runtime` (docs/backends.md):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -26,6 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ninlayers  # noqa: E402
+from ninlayers.app import artifacts  # noqa: E402
 
 
 def main() -> None:
@@ -64,12 +64,9 @@ def main() -> None:
             f"predict {predict:6.0f} img/s  train s {times['train_s']}"
         )
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(
-                {"backend": backend, "images": args.images, "results": results},
-                f,
-                indent=1,
-            )
+        artifacts.write_json(
+            args.json, {"backend": backend, "images": args.images, "results": results}
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from ninlayers import NiN
-from ninlayers.app import data
+from ninlayers.app import artifacts, data
 
 OPTIONS = {
     "paper": {"use_batch_norm": False, "head_final_activation": True},
@@ -126,8 +126,9 @@ def main() -> None:
                 f"| {min(accuracies):.3f}-{max(accuracies):.3f} |"
             )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"command": "benchmarks/defaults.py", "runs": runs}, f, indent=1)
+        artifacts.write_json(
+            args.json, {"command": "benchmarks/defaults.py", "runs": runs}
+        )
 
 
 if __name__ == "__main__":

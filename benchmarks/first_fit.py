@@ -15,7 +15,6 @@ the medians and their ratio:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -29,7 +28,7 @@ import numpy as np  # noqa: E402
 import ninlayers  # noqa: E402
 from ninlayers import classifier  # noqa: E402
 from ninlayers._steps import tensorflow as steps  # noqa: E402
-from ninlayers.app import machine  # noqa: E402
+from ninlayers.app import artifacts, machine  # noqa: E402
 
 HOOKS = {
     "two traces (Keras's hook)": keras.Model._maybe_symbolic_build,
@@ -74,8 +73,7 @@ def main(repeats: int, batch: int, json_path: str | None) -> dict:
         print(f"{name}: median {medians[name]:.2f} s, traces {counts[name]}")
     print(f"first fit {old / new:.2f}x as fast with one trace")
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        artifacts.write_json(json_path, result)
     return result
 
 

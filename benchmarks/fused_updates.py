@@ -19,7 +19,6 @@ It prints every repeat, the medians and their ratios:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -31,7 +30,7 @@ import numpy as np  # noqa: E402
 
 import ninlayers  # noqa: E402
 from ninlayers import fused_updates  # noqa: E402
-from ninlayers.app import machine  # noqa: E402
+from ninlayers.app import artifacts, machine  # noqa: E402
 
 WAYS = ("keras", "fused")
 
@@ -120,8 +119,7 @@ def main(args: argparse.Namespace) -> dict:
         f"({result['train_ratio']:.3f}x)"
     )
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        artifacts.write_json(args.json, result)
     return result
 
 

@@ -16,7 +16,6 @@ machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -27,7 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ninlayers import NiN, export  # noqa: E402
-from ninlayers.app import data  # noqa: E402
+from ninlayers.app import artifacts, data  # noqa: E402
 from ninlayers.app.ceiling import multiply_adds_per_layer  # noqa: E402
 
 
@@ -104,8 +103,7 @@ def main(repeats: int, json_path: str | None) -> dict:
         f"{result['ceiling_images_per_second']:.0f} images/s"
     )
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=1)
+        artifacts.write_json(json_path, result)
     return result
 
 

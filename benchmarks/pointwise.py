@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 import ninlayers  # noqa: E402
 from ninlayers import layers  # noqa: E402
-from ninlayers.app import machine  # noqa: E402
+from ninlayers.app import artifacts, machine  # noqa: E402
 
 
 def _cpu_seconds() -> float:
@@ -70,8 +70,7 @@ def main(rounds: int, images: int, json_path: str | None) -> dict:
     }
     print(json.dumps(result["medians"], indent=1))
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        artifacts.write_json(json_path, result)
     return result
 
 

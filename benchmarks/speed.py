@@ -4,11 +4,11 @@ The same as `ninlayers benchmark`; see docs/performance.md for the figures.
 """
 
 import argparse
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from ninlayers.app import artifacts  # noqa: E402
 from ninlayers.app.benchmark import run_benchmark  # noqa: E402
 
 if __name__ == "__main__":
@@ -20,5 +20,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     result = run_benchmark(args.images, args.repeats, with_plain=not args.no_plain)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        artifacts.write_json(args.json, result)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
-import json
 import os
 import re
 import statistics
@@ -35,7 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ninlayers import NiN, layers  # noqa: E402
-from ninlayers.app import data, machine  # noqa: E402
+from ninlayers.app import artifacts, data, machine  # noqa: E402
 from ninlayers.app.ceiling import measure_ceiling  # noqa: E402
 from ninlayers.errors import DatasetError  # noqa: E402
 
@@ -236,8 +235,7 @@ def main(steps: int, repeats: int, json_path: str | None) -> dict:
         f"{flop / profile['wall_ms_per_step'] * 1000 / ceiling:.2f}"
     )
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=1)
+        artifacts.write_json(json_path, result)
     return result
 
 

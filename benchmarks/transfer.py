@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 from ninlayers import NiNBackbone, NiNImageClassifier, presets
-from ninlayers.app import machine
+from ninlayers.app import artifacts, machine
 
 ARMS = ("scratch", "pretrained", "frozen trunk")
 
@@ -131,8 +131,9 @@ def main() -> None:
             cells.append(f"{np.mean(found):.3f} ({seeds})")
         print(f"| {per_class} | {' | '.join(cells)} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "steps": args.steps, "runs": runs}, f, indent=2)
+        artifacts.write_json(
+            args.json, {"machine": info, "steps": args.steps, "runs": runs}
+        )
 
 
 if __name__ == "__main__":
