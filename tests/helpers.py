@@ -23,6 +23,14 @@ RUN_ARTIFACTS = [
     "model.keras",
 ]
 
+
+def saved_epoch(out) -> int:
+    """The newest epoch with a checkpoint in `out/backup` (0 if none): for a
+    run, or for a distributed run's chief."""
+    names = sorted((out / "backup").glob("epoch-*.json"))
+    return int(names[-1].stem.split("-")[1]) if names else 0
+
+
 #: A two-stage trunk that trains in well under a second on 16x16 images.
 SMALL = [
     {"filters": 8, "kernel_size": 3},

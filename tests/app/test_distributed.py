@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import RUN_ARTIFACTS
+from helpers import RUN_ARTIFACTS, saved_epoch
 from ninlayers import runtime
 
 
@@ -226,12 +226,6 @@ def kill(processes):
         if process.poll() is None:
             process.kill()
             process.communicate()
-
-
-def saved_epoch(out):
-    """The chief's newest checkpoint epoch (0 if none)."""
-    names = sorted((out / "backup").glob("epoch-*.json"))
-    return int(names[-1].stem.split("-")[1]) if names else 0
 
 
 def both_saved(out, other=".worker-1"):

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import saved_epoch
 from ninlayers import NiN
 from ninlayers.app import artifacts, trainer
 from ninlayers.errors import TrainingError
@@ -37,12 +38,6 @@ def cli(*args):
 
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def saved_epoch(out):
-    """The newest epoch with a checkpoint in `out/backup` (0 if none)."""
-    names = sorted((out / "backup").glob("epoch-*.json"))
-    return int(names[-1].stem.split("-")[1]) if names else 0
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_epoch(
