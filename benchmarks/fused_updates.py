@@ -36,7 +36,9 @@ WAYS = ("keras", "fused")
 
 
 def make_optimizer(name: str) -> keras.optimizers.Optimizer:
-    """Adam 1e-3 (`compile()`'s default) or the default recipe's SGD."""
+    """Adam 1e-3 (`compile()`'s default), or SGD with the default recipe's
+    Nesterov momentum and weight decay at a constant rate (the update's
+    kernels do not depend on the rate or its schedule)."""
     if name == "adam":
         return keras.optimizers.Adam(1e-3)
     return keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
