@@ -6,16 +6,42 @@ The launcher points file descriptor 2 at `/dev/null` during that import only
 (unless `--debug` is given), then runs `ninlayers.app.cli.main`. It lives
 outside the `ninlayers` package because importing anything inside the
 package imports Keras, and so TensorFlow, first.
+
+Keras chooses its backend once, when it is imported: the launcher reads
+`--backend` first and sets `KERAS_BACKEND`, so the command runs on that
+backend in this process (`ninlayers.app.cli.main` alone, once Keras is
+imported, has to start a new process for it).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def requested_backend(argv: list[str]) -> str | None:
+    """The backend `--backend` names in `argv` (before or after the command),
+    or `None` when it names none (or an unknown one, which the command's own
+    parser then refuses in one line)."""
+    peek = argparse.ArgumentParser(
+        add_help=False, allow_abbrev=False, exit_on_error=False
+    )
+    peek.add_argument("--backend")
+    try:
+        backend = peek.parse_known_args(argv)[0].backend
+    except argparse.ArgumentError:  # `--backend` without a name
+        return None
+    return backend if backend in BACKENDS else None
 
 
 def main() -> int:
     """Runs the `ninlayers` command."""
+    backend = requested_backend(sys.argv[1:])
+    if backend is not None:
+        os.environ["KERAS_BACKEND"] = backend
     if "--debug" not in sys.argv[1:]:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         saved = os.dup(2)

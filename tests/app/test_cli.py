@@ -12,9 +12,9 @@ from ninlayers import app
 from ninlayers.app import cli, machine
 
 
-def run_cli(*args, timeout=600, env=None):
+def run_cli(*args, timeout=600, env=None, module="ninlayers.app.cli"):
     return subprocess.run(
-        [sys.executable, "-m", "ninlayers.app.cli", *map(str, args)],
+        [sys.executable, "-m", module, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -209,6 +209,10 @@ def test_train_runs_end_to_end_on_another_backend(tmp_path, backend):
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
             "JAX_COMPILATION_CACHE_DIR": "",
         },
+        # The console script's launcher, which starts on the asked backend
+        # (`python -m ninlayers.app.cli --backend` starts a second process:
+        # tests/app/test_resume.py's SIGTERM test).
+        module="ninlayers_cli",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
@@ -223,7 +227,9 @@ def test_train_runs_end_to_end_on_another_backend(tmp_path, backend):
     assert len(history["loss"]) == 2 and len(history["gradient_norm"]) == 2
     assert {"model.keras", "cam.png", "history.png"} <= {p.name for p in out.iterdir()}
     # A tf.distribute strategy on this backend: one line saying what it needs.
-    refused = run_cli("--backend", backend, "train", "--strategy", "mirrored")
+    refused = run_cli(
+        "--backend", backend, "train", "--strategy", "mirrored", module="ninlayers_cli"
+    )
     assert refused.returncode == 2
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("ninlayers: error:") and "needs the TensorFlow" in last

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import ninlayers
+import ninlayers_cli
 from ninlayers.app import cli
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -57,6 +58,14 @@ def test_debug_and_backend_are_taken_after_the_command_too(command):
     assert before.debug is True and before.backend == "jax"
     neither = parser.parse_args(words)
     assert neither.debug is False and neither.backend is None
+    # The launcher reads the same backend before Keras is imported.
+    for argv in ([*words, "--backend", "torch"], ["--backend=jax", *words], words):
+        assert ninlayers_cli.requested_backend(argv) == parser.parse_args(argv).backend
+
+
+def test_the_launcher_leaves_a_wrong_backend_to_the_commands_parser():
+    assert ninlayers_cli.requested_backend(["train", "--backend", "theano"]) is None
+    assert ninlayers_cli.requested_backend(["train", "--backend"]) is None
 
 
 @pytest.mark.slow
