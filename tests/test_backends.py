@@ -35,41 +35,42 @@ def run_on(backend: str, code: str, extra_env: dict | None = None) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_import_build_and_compile_load_no_tensorflow(backend):
-    out = run_on(
-        backend,
-        """
-        import sys
-        import ninlayers
-        model = ninlayers.NiN()
-        model.compile()
-        print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))
-        """,
-    )
-    assert out.strip() == "[]"
+DEFAULTS = """
+import json, sys
+from ninlayers import runtime
+defaults = [
+    runtime.resolve_jit_compile("auto"),
+    runtime.resolve_precision("auto"),
+    runtime.gpu_compute_capabilities(),
+]
+"""
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_per_backend_defaults(backend):
+def test_per_backend_defaults_and_no_tensorflow_elsewhere(backend):
+    """One fresh process per backend: its defaults, and (on JAX and
+    PyTorch) importing, building and compiling NiN import no TensorFlow."""
+    build = (
+        "import ninlayers; ninlayers.NiN().compile()" if backend != "tensorflow" else ""
+    )
     out = run_on(
         backend,
-        """
-        import json
-        from ninlayers import runtime
-        print(json.dumps([
-            runtime.resolve_jit_compile("auto"),
-            runtime.resolve_precision("auto"),
-            runtime.gpu_compute_capabilities(),
-        ]))
-        """,
+        DEFAULTS
+        + build
+        + """
+print(json.dumps(defaults))
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")))
+""",
         {"NINLAYERS_PRECISION": "auto"},
     )
-    jit, precision, gpus = json.loads(out.strip().splitlines()[-1])
+    defaults, tensorflow = out.strip().splitlines()[-2:]
+    jit, precision, gpus = json.loads(defaults)
     assert gpus == []  # these test machines have no GPU
     assert jit is (backend == "jax")
     bfloat16 = runtime.cpu_supports_bfloat16() and backend != "jax"
     assert precision == ("mixed_bfloat16" if bfloat16 else "float32")
+    if backend != "tensorflow":
+        assert json.loads(tensorflow) == []
 
 
 SAVE = """
