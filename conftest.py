@@ -14,6 +14,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# XLA (JAX's compiler, and TensorFlow's under `jit_compile`) compiles every
+# shape a test draws, and its LLVM optimisation passes take most of that
+# time on these CPUs: two of the JAX backend's Hypothesis tests took 50 s
+# with them and 18.5 s without. The tests check results, not speed: they,
+# and the processes they start (which inherit it), compile at -O0 unless
+# XLA_FLAGS is set already.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 _BACKEND = os.environ["KERAS_BACKEND"]
 collect_ignore = [

@@ -125,6 +125,13 @@ def test_chief_election(monkeypatch, config, chief):
     assert runtime.is_chief() is chief
 
 
+def two_host_devices():
+    """XLA_FLAGS for two CPU devices in one process, keeping the others
+    (the workers compare weights with it: one compiler setting for all)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return f"{flags} --xla_force_host_platform_device_count=2".strip()
+
+
 def free_ports(n):
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
@@ -257,7 +264,7 @@ def test_two_jax_processes_train_as_one_process_over_two_devices(tmp_path):
             **os.environ,
             "TF_CPP_MIN_LOG_LEVEL": "3",
             "KERAS_BACKEND": "jax",
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+            "XLA_FLAGS": two_host_devices(),
         },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -438,7 +445,7 @@ def test_batch_norm_across_replicas_equals_one_device_on_both_engines(tmp_path):
         REPLICAS_JAX,
         "jax",
         tmp_path,
-        {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        {"XLA_FLAGS": two_host_devices()},
     )
     one = tf_run["losses"]["one"]
     for losses in (
