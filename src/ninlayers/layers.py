@@ -207,6 +207,21 @@ def _convolve(conv: keras.layers.Conv2D, x: Any, training: Any = None) -> Any:
     return conv(x)
 
 
+def _normalize(norm: FusedBatchNormalization, x: Any, training: Any) -> Any:
+    """`norm(x, training=training)`. On the torch backend, where PyTorch's
+    kernel runs it and `x` is in its compute dtype already, the kernel is
+    called directly: Keras's `Layer.__call__` (a sizeable part of a small
+    batch's time on PyTorch) would only pass `x` and `training` on."""
+    if (
+        keras.backend.backend() == "torch"
+        and norm.built
+        and keras.backend.standardize_dtype(x.dtype) == norm.compute_dtype
+        and norm._fused_backend(x, None) == "torch"
+    ):
+        return norm._torch_call(x, training)
+    return norm(x, training=training)
+
+
 @keras.saving.register_keras_serializable(package="ninlayers")
 class MaxPooling2D(keras.layers.MaxPooling2D):
     """`keras.layers.MaxPooling2D`, with a channels-last fast path on PyTorch.
@@ -386,7 +401,7 @@ class NiNBlock(keras.layers.Layer):
         for index, conv in enumerate(self.convs):
             x = _convolve(conv, x, training)
             if self.norms[index] is not None:
-                x = self.norms[index](x, training=training)
+                x = _normalize(self.norms[index], x, training)
             if index < last or self.final_activation:
                 x = self.activation(x)
         return x
