@@ -23,9 +23,26 @@ BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def requested_backend(argv: list[str]) -> str | None:
-    """The backend `--backend` names in `argv` (before or after the command),
-    or `None` when it names none (or an unknown one, which the command's own
-    parser then refuses in one line)."""
+    """The Keras backend that `--backend` names in the command's arguments.
+
+    Args:
+        argv: list of str. The command's arguments, without the program
+            name; `--backend` may come before or after the command.
+
+    Returns:
+        `"tensorflow"`, `"jax"` or `"torch"`, or `None` when `--backend` is
+        absent, has no value or names another backend (the command's own
+        parser then refuses it in one line).
+
+    Example:
+
+    >>> requested_backend(["--backend", "jax", "train"])
+    'jax'
+    >>> requested_backend(["train", "--backend=torch"])
+    'torch'
+    >>> requested_backend(["train", "--backend", "theano"]) is None
+    True
+    """
     peek = argparse.ArgumentParser(
         add_help=False, allow_abbrev=False, exit_on_error=False
     )
