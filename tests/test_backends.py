@@ -35,32 +35,26 @@ def run_on(backend: str, code: str, extra_env: dict | None = None) -> str:
     return result.stdout
 
 
-DEFAULTS = """
-import json, sys
-from ninlayers import runtime
-defaults = [
-    runtime.resolve_jit_compile("auto"),
-    runtime.resolve_precision("auto"),
-    runtime.gpu_compute_capabilities(),
-]
-"""
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_per_backend_defaults_and_no_tensorflow_elsewhere(backend):
     """One fresh process per backend: its defaults, and (on JAX and
     PyTorch) importing, building and compiling NiN import no TensorFlow."""
-    build = (
-        "import ninlayers; ninlayers.NiN().compile()" if backend != "tensorflow" else ""
-    )
+    build = "ninlayers.NiN().compile()" if backend != "tensorflow" else ""
     out = run_on(
         backend,
-        DEFAULTS
-        + build
-        + """
-print(json.dumps(defaults))
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")))
-""",
+        f"""
+        import json, sys
+        import ninlayers
+        from ninlayers import runtime
+        {build}
+        print(json.dumps([
+            runtime.resolve_jit_compile("auto"),
+            runtime.resolve_precision("auto"),
+            runtime.gpu_compute_capabilities(),
+        ]))
+        tensorflow = [m for m in sys.modules if m.split(".")[0] == "tensorflow"]
+        print(json.dumps(sorted(tensorflow)))
+        """,
         {"NINLAYERS_PRECISION": "auto"},
     )
     defaults, tensorflow = out.strip().splitlines()[-2:]
