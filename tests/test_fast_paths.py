@@ -150,3 +150,51 @@ def test_a_block_runs_its_batch_norms_kernel_directly_on_torch(monkeypatch):
     assert len(block.norms) == 3
     direct = keras.backend.backend() == "torch"
     assert calls == ([] if direct else ["norm0", "norm1", "norm2"] * 2)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's kernels")
+def test_inference_converts_a_kernel_once_until_it_changes():
+    import torch
+
+    from ninlayers import _torch_kernels
+
+    conv = keras.layers.Conv2D(4, 3)
+    conv.build((None, 6, 6, 2))
+    weight = lambda: _torch_kernels._kernel(conv.kernel, torch.bfloat16)  # noqa: E731
+    with torch.no_grad(), _torch_kernels.cached_weights():
+        first = weight()
+        assert weight() is first
+        conv.kernel.assign(np.ones(conv.kernel.shape, "float32"))
+        changed = weight()
+        assert changed is not first and bool(torch.all(changed == 1))
+        assert changed.dtype == torch.bfloat16 and changed.shape == (4, 2, 3, 3)
+        assert changed.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert weight() is not weight()  # outside the context
+    with _torch_kernels.cached_weights():
+        assert weight() is not weight()  # gradients on: training
+
+
+class _NewWeightsAfterFirstBatch(keras.callbacks.Callback):
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = weights
+
+    def on_predict_batch_end(self, batch, logs=None):
+        if batch == 0:
+            self.model.set_weights(self.weights)
+
+
+def test_predict_uses_weights_changed_between_its_batches():
+    # On PyTorch `predict` keeps each converted weight while the variable is
+    # unchanged: a change between two batches must reach the second one.
+    from ninlayers import NiN
+
+    model, other = (NiN(architecture=[(8, 3)], num_classes=3) for _ in range(2))
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    first = model.predict(x[:2], verbose=0)
+    changes = _NewWeightsAfterFirstBatch(other.get_weights())
+    got = model.predict(x, batch_size=2, verbose=0, callbacks=[changes])
+    np.testing.assert_allclose(got[:2], first, atol=1e-6)
+    expected = to_numpy(other(x[2:], training=False))
+    np.testing.assert_allclose(got[2:], expected, atol=1e-6)

@@ -140,3 +140,18 @@ def test_symbolic_build_builds_metrics_and_optimizer_from_a_spec():
     assert model.optimizer.built and model._compile_metrics.built
     with pytest.raises(RuntimeError, match="_symbolic_build"):
         _keras_compat.symbolic_build(object(), None, spec)
+
+
+def test_uncast_value_reads_a_variable_as_stored_inside_an_autocast_scope():
+    variable = keras.Variable(np.full((2,), 1.5, "float32"))
+    with keras.src.backend.AutocastScope("bfloat16"):
+        assert keras.backend.standardize_dtype(variable.value.dtype) == "bfloat16"
+        value = _keras_compat.uncast_value(variable)
+    assert keras.backend.standardize_dtype(value.dtype) == "float32"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(value), [1.5, 1.5])
+
+
+def test_uncast_value_fails_loudly_without_keras_autocast_scope(monkeypatch):
+    monkeypatch.delattr(keras.src.backend, "AutocastScope")
+    with pytest.raises(RuntimeError, match="AutocastScope"):
+        _keras_compat.uncast_value(keras.Variable(np.zeros(2, "float32")))

@@ -1,12 +1,13 @@
 """Every use of a private Keras or TensorFlow internal, in one place.
 
-ninlayers needs ten internals, each to work around a Keras 3 limitation
+ninlayers needs eleven internals, each to work around a Keras 3 limitation
 under `tf.distribute` (docs/distributed.md), to log as Keras does, to
-trace TensorFlow's training step once, or to run an optimizer's update as
-one fused kernel (`ninlayers.fused_updates`). The
-accessors fail loudly, naming the Keras version, if an upgrade removes what
-they rely on (`trainer_strategy` excepted: the other backends never have
-it), and tests/test_keras_compat.py checks that each internal still exists.
+trace TensorFlow's training step once, to run an optimizer's update as
+one fused kernel (`ninlayers.fused_updates`), or to hand PyTorch's kernels
+a weight in one copy. The accessors fail loudly, naming the Keras version,
+if an upgrade removes what they rely on (`trainer_strategy` excepted: the
+other backends never have it), and tests/test_keras_compat.py checks that
+each internal still exists.
 
 - `Model._maybe_symbolic_build(iterator, data_batch)`: the TensorFlow
   trainer's hook that builds metrics and optimizer from the first batch.
@@ -38,6 +39,9 @@ it), and tests/test_keras_compat.py checks that each internal still exists.
 - The torch optimizers' `_parallel_update_step(grads, variables,
   learning_rate)`: the update of all variables at once, after Keras's
   `apply` has scaled, clipped and decayed the gradients.
+- `keras.src.backend.AutocastScope(None)`: reads a variable in its own
+  dtype inside a layer's mixed-precision scope, so that PyTorch's kernels
+  cast and lay out a weight in one copy (`ninlayers._torch_kernels`).
 """
 
 from __future__ import annotations
@@ -205,6 +209,16 @@ def slot_variables(
         raise _missing(f"Optimizer._get_variable_index and {', '.join(lists)}")
     index = index_of(variable)
     return [getattr(optimizer, name)[index] for name in lists]
+
+
+def uncast_value(variable: Any) -> Any:
+    """`variable.value` in the variable's own dtype, even inside a layer's
+    mixed-precision scope (where reading it gives a cast copy)."""
+    scope = getattr(keras.src.backend, "AutocastScope", None)
+    if scope is None:
+        raise _missing("keras.src.backend.AutocastScope")
+    with scope(None):
+        return variable.value
 
 
 def torch_update(optimizer: keras.optimizers.Optimizer) -> Any:

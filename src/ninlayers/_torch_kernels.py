@@ -16,12 +16,21 @@ Imported only on the torch backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
 import torch
 import torch.nn.functional as F
+
+from ninlayers import _keras_compat
+
+#: Converted weights, by variable, inside `cached_weights()`.
+_CACHE: contextvars.ContextVar[dict[Any, tuple] | None] = contextvars.ContextVar(
+    "ninlayers_torch_weights", default=None
+)
 
 
 def _nchw(x: torch.Tensor) -> torch.Tensor:
@@ -64,6 +73,59 @@ def _padding(
     return None if None in pads else pads
 
 
+@contextlib.contextmanager
+def cached_weights() -> Iterator[None]:
+    """Within it, outside autograd, each weight is converted once.
+
+    A convolution's kernel is cast to the input's dtype and laid out as
+    PyTorch's weight on every call; inside this context, with gradients
+    off, the result is kept and reused while the variable's tensor is the
+    same and unchanged (its version counter, which every assignment and
+    optimizer step moves). For `predict` and `evaluate`, where the weights
+    stay the same from batch to batch, as PyTorch's autocast keeps its
+    casts of weights for one autocast region.
+    """
+    token = _CACHE.set({})
+    try:
+        yield
+    finally:
+        _CACHE.reset(token)
+
+
+def _converted(
+    weight: Any, dtype: torch.dtype, convert: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """`convert(weight's value as stored)`, from the cache where it holds."""
+    if not isinstance(weight, keras.Variable) or torch.compiler.is_compiling():
+        # A tensor (a LoRA-enabled kernel), computed anew on every call, or
+        # a variable `torch.compile` traces.
+        return convert(keras.ops.convert_to_tensor(weight))
+    value = _keras_compat.uncast_value(weight)
+    cache = _CACHE.get()
+    if cache is None or torch.is_grad_enabled():
+        return convert(value)
+    key = (id(weight), dtype)
+    held = cache.get(key)
+    # The same variable, holding the same tensor, not written since.
+    if held and held[0] is weight and held[1] is value and held[2] == value._version:
+        return held[3]
+    converted = convert(value)
+    cache[key] = (weight, value, value._version, converted)
+    return converted
+
+
+def _kernel(kernel: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A Keras HWIO kernel as PyTorch's OIHW weight in `dtype`, in the
+    channels-last memory oneDNN runs (the cast and the layout in one copy;
+    a cast alone left PyTorch to relayout it in every pass)."""
+
+    def convert(value: torch.Tensor) -> torch.Tensor:
+        value = value.permute(3, 2, 0, 1)
+        return value.to(dtype=dtype, memory_format=torch.channels_last)
+
+    return _converted(kernel, dtype, convert)
+
+
 def conv2d(layer: Any, x: torch.Tensor) -> torch.Tensor | None:
     """A channels-last `keras.layers.Conv2D`'s convolution, bias and
     activation on an NHWC tensor; `None` where this path does not apply."""
@@ -77,9 +139,10 @@ def conv2d(layer: Any, x: torch.Tensor) -> torch.Tensor | None:
         return None
     x = keras.ops.convert_to_tensor(x)
     dtype = x.dtype
-    # `layer.kernel` is a variable, or a tensor when LoRA is enabled.
-    kernel = keras.ops.convert_to_tensor(layer.kernel).to(dtype).permute(3, 2, 0, 1)
-    bias = keras.ops.convert_to_tensor(layer.bias).to(dtype) if layer.use_bias else None
+    kernel = _kernel(layer.kernel, dtype)
+    bias = None
+    if layer.use_bias:
+        bias = _converted(layer.bias, dtype, lambda value: value.to(dtype))
     y = F.conv2d(_nchw(x), kernel, bias, tuple(layer.strides), padding, dilation)
     y = _nhwc(y)
     return y if layer.activation is None else layer.activation(y)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -26,6 +27,16 @@ def _default_loss_and_metrics(model: Any, loss: Any, metrics: Any) -> tuple:
             from_logits=model.output_activation is None
         )
     return loss, ["accuracy"] if metrics == "auto" else metrics
+
+
+def _inference_weights() -> contextlib.AbstractContextManager:
+    """On PyTorch, each weight cast and laid out once for a whole `predict`
+    or `evaluate` (`_torch_kernels.cached_weights`), not once per batch."""
+    if keras.backend.backend() != "torch":
+        return contextlib.nullcontext()
+    from ninlayers import _torch_kernels
+
+    return _torch_kernels.cached_weights()
 
 
 @keras.saving.register_keras_serializable(package="ninlayers")
@@ -161,11 +172,13 @@ class NiNImageClassifier(keras.Model):
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.predict`; NumPy images go through the preprocessor's
         `check` (integer pixels mapped, floats range-checked if it asks)."""
-        return super().predict(self._numpy_images(x), *args, **kwargs)
+        with _inference_weights():
+            return super().predict(self._numpy_images(x), *args, **kwargs)
 
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.evaluate`, taking images as `predict` does."""
-        return super().evaluate(self._numpy_images(x), *args, **kwargs)
+        with _inference_weights():
+            return super().evaluate(self._numpy_images(x), *args, **kwargs)
 
     def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.fit`, taking images as `predict` does."""

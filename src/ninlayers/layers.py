@@ -122,6 +122,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         )
         if moments is not None:
             self._update_moving(*moments)
+        if keras.backend.standardize_dtype(outputs.dtype) == self.compute_dtype:
+            return outputs
         return ops.cast(outputs, self.compute_dtype)
 
     def call(self, inputs, training=None, mask=None):

@@ -1,0 +1,152 @@
+"""PyTorch: NiN's own paths around Keras's, each against the way before it.
+
+Alternates, in one process, the two ways of one change on `NiN()`
+(`predict` of `--images` images, batch 32, and one `fit` epoch, batch 64),
+with plain PyTorch's NiN predict (the benchmark's peer) as the yardstick,
+and prints every repeat, the medians and their ratios. The changes:
+
+- `direct-batch-norm`: `NiNBlock` calls its batch norms' PyTorch kernel
+  itself (`ninlayers.layers._normalize`), against Keras's `Layer.__call__`.
+- `weights`: a convolution's kernel cast and laid out in PyTorch's
+  channels-last weight format in one copy, and, in `predict` and
+  `evaluate`, converted once while it is unchanged
+  (`ninlayers._torch_kernels.cached_weights`), against a cast per call,
+  which PyTorch then relaid out in every pass.
+
+    python benchmarks/torch_paths.py --change weights --json weights.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+os.environ["KERAS_BACKEND"] = "torch"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import ninlayers  # noqa: E402
+from ninlayers import _torch_kernels, classifier, layers  # noqa: E402
+from ninlayers.app import artifacts, machine  # noqa: E402
+from ninlayers.app._torch_peer import _network  # noqa: E402
+
+
+def _kernel_cast_per_call(kernel, dtype):
+    # The conversion before `weights`: Keras's (autocast) read, then a cast.
+    return keras.ops.convert_to_tensor(kernel).to(dtype).permute(3, 2, 0, 1)
+
+
+#: For each change, its two ways: (module, attribute, value) to set.
+CHANGES: dict[str, dict[str, list[tuple]]] = {
+    "direct-batch-norm": {
+        "before": [
+            (layers, "_normalize", lambda norm, x, training: norm(x, training=training))
+        ],
+        "after": [(layers, "_normalize", layers._normalize)],
+    },
+    "weights": {
+        "before": [
+            (_torch_kernels, "_kernel", _kernel_cast_per_call),
+            (classifier, "_inference_weights", contextlib.nullcontext),
+        ],
+        "after": [
+            (_torch_kernels, "_kernel", _torch_kernels._kernel),
+            (classifier, "_inference_weights", classifier._inference_weights),
+        ],
+    },
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--change", choices=sorted(CHANGES), required=True)
+    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--json", help="write every repeat here")
+    args = parser.parse_args()
+    ways = CHANGES[args.change]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(args.images, 28, 28, 1)).astype("float32")
+    y = rng.integers(0, 10, args.images)
+    model = ninlayers.NiN()
+    model.compile()
+    net = _network().to(memory_format=torch.channels_last).eval()
+    x_nchw = torch.from_numpy(x).permute(0, 3, 1, 2)
+
+    def plain() -> None:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            for i in range(0, len(x), 32):
+                torch.softmax(net(x_nchw[i : i + 32]).float(), -1).numpy()
+
+    tasks = {
+        "predict": lambda: model.predict(x, verbose=0),
+        "fit": lambda: model.fit(x, y, batch_size=64, epochs=1, verbose=0),
+    }
+    rates: dict[str, list[float]] = {"plain_torch_predict": []}
+    rates.update({f"{t}_{w}": [] for t in tasks for w in ways})
+    plain()
+    for task in tasks.values():
+        task()  # warm-up
+    for repeat in range(args.repeats):
+        rates["plain_torch_predict"].append(args.images / _seconds(plain))
+        order = list(ways) if repeat % 2 == 0 else list(reversed(ways))
+        for task_name, task in tasks.items():
+            for way in order:
+                _install(ways[way])
+                rates[f"{task_name}_{way}"].append(args.images / _seconds(task))
+        _install(ways["after"])
+    _report(args, rates, list(tasks))
+
+
+def _install(settings: list[tuple]) -> None:
+    for module, name, value in settings:
+        setattr(module, name, value)
+
+
+def _report(args: argparse.Namespace, rates: dict[str, list[float]], tasks) -> None:
+    medians = {name: statistics.median(v) for name, v in rates.items()}
+    for name, values in rates.items():
+        repeats = " ".join(f"{v:6.0f}" for v in values)
+        print(f"{name:22} {repeats}  median {medians[name]:6.0f} img/s")
+    ratios = {t: medians[f"{t}_after"] / medians[f"{t}_before"] for t in tasks}
+    faster = {
+        t: sum(
+            a > b
+            for a, b in zip(rates[f"{t}_after"], rates[f"{t}_before"], strict=True)
+        )
+        for t in tasks
+    }
+    for task, ratio in ratios.items():
+        print(f"{task}: after / before {ratio:.2f}x", end=", ")
+        print(f"faster in {faster[task]} of {args.repeats} repeats")
+    versus = medians["predict_after"] / medians["plain_torch_predict"]
+    print(f"predict, after, against plain PyTorch: {versus:.2f}x")
+    if args.json:
+        result = {
+            "machine": machine.describe(),
+            "change": args.change,
+            "images": args.images,
+            "images_per_second": rates,
+            "medians": medians,
+            "ratios": ratios,
+            "faster_repeats": faster,
+            "predict_after_versus_plain_torch": versus,
+        }
+        artifacts.write_json(args.json, result)
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()
