@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -79,6 +79,11 @@ def positive_number(name: str, value: Any) -> float:
             f"`{name}` must be a finite positive number. Received: {name}={shown!r}"
         )
     return number
+
+
+def optional(check: Callable[[str, Any], Any], name: str, value: Any) -> Any:
+    """Returns `None` for `None`, else `check(name, value)`."""
+    return None if value is None else check(name, value)
 
 
 def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:

@@ -139,10 +139,8 @@ class NiNImageClassifier(keras.Model):
         self.output_activation = output_activation
         self.class_names = check_class_names(class_names, num_classes)
         self.test_time_flip = _checks.boolean("test_time_flip", test_time_flip)
-        self.gradient_clip_norm = (
-            None
-            if gradient_clip_norm is None
-            else _checks.positive_number("gradient_clip_norm", gradient_clip_norm)
+        self.gradient_clip_norm = _checks.optional(
+            _checks.positive_number, "gradient_clip_norm", gradient_clip_norm
         )
         self.gradient_norm_tracker = keras.metrics.Mean(name="gradient_norm")
 

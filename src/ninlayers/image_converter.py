@@ -66,9 +66,7 @@ class NiNImageConverter(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.input_range = check_input_range(input_range)
-        self.image_size = (
-            None if image_size is None else _checks.pair("image_size", image_size)
-        )
+        self.image_size = _checks.optional(_checks.pair, "image_size", image_size)
         self.interpolation = _checks.one_of(
             "interpolation",
             interpolation,
