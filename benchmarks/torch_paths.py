@@ -7,11 +7,11 @@ and prints every repeat, the medians and their ratios. The changes:
 
 - `direct-batch-norm`: `NiNBlock` calls its batch norms' PyTorch kernel
   itself (`ninlayers.layers._normalize`), against Keras's `Layer.__call__`.
-- `weights`: a convolution's kernel cast and laid out in PyTorch's
-  channels-last weight format in one copy, and, in `predict` and
-  `evaluate`, converted once while it is unchanged
+- `weights`: a convolution's kernel laid out in PyTorch's channels-last
+  weight format once per call, and, in `predict` and `evaluate`,
+  converted once while it is unchanged
   (`ninlayers._torch_kernels.cached_weights`), against a cast per call,
-  which PyTorch then relaid out in every pass.
+  which PyTorch then relaid out in the forward and the backward pass.
 
     python benchmarks/torch_paths.py --change weights --json weights.json
 """

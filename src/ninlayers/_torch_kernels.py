@@ -95,15 +95,18 @@ def cached_weights() -> Iterator[None]:
 def _converted(
     weight: Any, dtype: torch.dtype, convert: Callable[[torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
-    """`convert(weight's value as stored)`, from the cache where it holds."""
-    if not isinstance(weight, keras.Variable) or torch.compiler.is_compiling():
-        # A tensor (a LoRA-enabled kernel), computed anew on every call, or
-        # a variable `torch.compile` traces.
+    """`convert` of a weight's value: from the cache where it holds (the
+    value as stored), else read as its layer would (a cast, in mixed
+    precision: PyTorch casts a contiguous tensor fastest)."""
+    cache = _CACHE.get()
+    if (
+        cache is None
+        or torch.is_grad_enabled()
+        or not isinstance(weight, keras.Variable)  # LoRA: a tensor per call
+        or torch.compiler.is_compiling()
+    ):
         return convert(keras.ops.convert_to_tensor(weight))
     value = _keras_compat.uncast_value(weight)
-    cache = _CACHE.get()
-    if cache is None or torch.is_grad_enabled():
-        return convert(value)
     key = (id(weight), dtype)
     held = cache.get(key)
     # The same variable, holding the same tensor, not written since.
@@ -115,13 +118,15 @@ def _converted(
 
 
 def _kernel(kernel: Any, dtype: torch.dtype) -> torch.Tensor:
-    """A Keras HWIO kernel as PyTorch's OIHW weight in `dtype`, in the
-    channels-last memory oneDNN runs (the cast and the layout in one copy;
-    a cast alone left PyTorch to relayout it in every pass)."""
+    """A Keras HWIO kernel as PyTorch's OIHW weight in `dtype`, laid out in
+    the channels-last memory oneDNN runs: once, where PyTorch would lay out
+    a plain cast in the forward and again in the backward pass. (The cast
+    comes first: PyTorch transposes a bfloat16 tensor faster, and a cast
+    and transpose in one copy was slower than the two.)"""
 
     def convert(value: torch.Tensor) -> torch.Tensor:
-        value = value.permute(3, 2, 0, 1)
-        return value.to(dtype=dtype, memory_format=torch.channels_last)
+        value = value.to(dtype).permute(3, 2, 0, 1)
+        return value.contiguous(memory_format=torch.channels_last)
 
     return _converted(kernel, dtype, convert)
 
