@@ -162,10 +162,10 @@ def batch_norm(
         The normalised tensor (in `x`'s dtype) and, in training, the batch's
         mean and biased variance in float32 (for the moving statistics).
     """
-    channels = x.shape[-1]
-    ones = torch.ones(channels, dtype=torch.float32, device=x.device)
-    scale = layer.gamma.value if layer.scale else ones
-    offset = layer.beta.value if layer.center else torch.zeros_like(ones)
+    # Float32, as the variables are: PyTorch takes them with any `x`.
+    shape = {"size": (x.shape[-1],), "dtype": torch.float32, "device": x.device}
+    scale = layer.gamma.value if layer.scale else torch.ones(**shape)
+    offset = layer.beta.value if layer.center else torch.zeros(**shape)
     if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         x = x.float()
     if training:
@@ -186,6 +186,15 @@ def batch_norm(
         layer.epsilon,
     )
     return _nhwc(y), None
+
+
+def update_moving(layer: Any, mean: torch.Tensor, variance: torch.Tensor) -> None:
+    """A batch norm's moving statistics, `moving * momentum + batch * (1 -
+    momentum)` as Keras's, in one PyTorch kernel each (Keras's variable
+    arithmetic is three operations and their Python)."""
+    weight = 1.0 - layer.momentum
+    for moving, batch in ((layer.moving_mean, mean), (layer.moving_variance, variance)):
+        moving.assign(torch.lerp(moving.value, batch, weight))
 
 
 def max_pool(layer: Any, x: torch.Tensor) -> torch.Tensor | None:

@@ -121,7 +121,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             self, inputs, bool(training and self.trainable)
         )
         if moments is not None:
-            self._update_moving(*moments)
+            _torch_kernels.update_moving(self, *moments)
         if keras.backend.standardize_dtype(outputs.dtype) == self.compute_dtype:
             return outputs
         return ops.cast(outputs, self.compute_dtype)
