@@ -3,11 +3,11 @@
 ninlayers needs eleven internals, each to work around a Keras 3 limitation
 under `tf.distribute` (docs/distributed.md), to log as Keras does, to
 trace TensorFlow's training step once, to run an optimizer's update as
-one fused kernel (`ninlayers.fused_updates`), or to hand PyTorch's kernels
-a weight in one copy. The accessors fail loudly, naming the Keras version,
-if an upgrade removes what they rely on (`trainer_strategy` excepted: the
-other backends never have it), and tests/test_keras_compat.py checks that
-each internal still exists.
+one fused kernel (`ninlayers.fused_updates`), or to keep the weights
+PyTorch's kernels were given while they are unchanged. The accessors fail
+loudly, naming the Keras version, if an upgrade removes what they rely on
+(`trainer_strategy` excepted: the other backends never have it), and
+tests/test_keras_compat.py checks that each internal still exists.
 
 - `Model._maybe_symbolic_build(iterator, data_batch)`: the TensorFlow
   trainer's hook that builds metrics and optimizer from the first batch.
@@ -39,9 +39,10 @@ each internal still exists.
 - The torch optimizers' `_parallel_update_step(grads, variables,
   learning_rate)`: the update of all variables at once, after Keras's
   `apply` has scaled, clipped and decayed the gradients.
-- `keras.src.backend.AutocastScope(None)`: reads a variable in its own
-  dtype inside a layer's mixed-precision scope, so that PyTorch's kernels
-  cast and lay out a weight in one copy (`ninlayers._torch_kernels`).
+- `keras.src.backend.AutocastScope(None)`: reads a variable as stored
+  inside a layer's mixed-precision scope (where a read is a cast copy), so
+  that `ninlayers._torch_kernels.cached_weights` can tell, by the stored
+  tensor and its version counter, whether a converted weight still holds.
 """
 
 from __future__ import annotations
