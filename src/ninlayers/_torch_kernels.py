@@ -98,12 +98,12 @@ def _converted(
     """`convert` of a weight's value: from the cache where it holds (the
     value as stored), else read as its layer would (a cast, in mixed
     precision: PyTorch casts a contiguous tensor fastest)."""
-    cache = _CACHE.get()
+    # `torch.compile` traces the plain read (and no context variable).
+    cache = None if torch.compiler.is_compiling() else _CACHE.get()
     if (
         cache is None
         or torch.is_grad_enabled()
         or not isinstance(weight, keras.Variable)  # LoRA: a tensor per call
-        or torch.compiler.is_compiling()
     ):
         return convert(keras.ops.convert_to_tensor(weight))
     value = _keras_compat.uncast_value(weight)
@@ -126,6 +126,8 @@ def _kernel(kernel: Any, dtype: torch.dtype) -> torch.Tensor:
 
     def convert(value: torch.Tensor) -> torch.Tensor:
         value = value.to(dtype).permute(3, 2, 0, 1)
+        if torch.compiler.is_compiling():
+            return value  # `torch.compile` chooses layouts itself.
         return value.contiguous(memory_format=torch.channels_last)
 
     return _converted(kernel, dtype, convert)
