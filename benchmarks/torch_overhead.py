@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import ninlayers  # noqa: E402
 from ninlayers import _torch_kernels  # noqa: E402
 from ninlayers.app import artifacts, machine  # noqa: E402
-from ninlayers.app._torch_peer import _network  # noqa: E402
+from ninlayers.app._torch_peer import _network, predict_all  # noqa: E402
 
 
 def main() -> None:
@@ -79,9 +79,7 @@ def _ways(model: keras.Model, x: np.ndarray, batch_size: int) -> dict:
     dtype = getattr(torch, model.compute_dtype)
 
     def plain() -> None:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            for i in starts:
-                torch.softmax(net(x_nchw[i : i + batch_size]).float(), -1).numpy()
+        predict_all(net, x_nchw, batch_size)
 
     def layer_call() -> None:
         with torch.no_grad(), _torch_kernels.cached_weights():

@@ -35,7 +35,7 @@ import torch  # noqa: E402
 import ninlayers  # noqa: E402
 from ninlayers import _torch_kernels, classifier, layers  # noqa: E402
 from ninlayers.app import artifacts, machine  # noqa: E402
-from ninlayers.app._torch_peer import _network  # noqa: E402
+from ninlayers.app._torch_peer import _network, predict_all  # noqa: E402
 
 
 def _kernel_cast_per_call(kernel, dtype):
@@ -81,9 +81,7 @@ def main() -> None:
     x_nchw = torch.from_numpy(x).permute(0, 3, 1, 2)
 
     def plain() -> None:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            for i in range(0, len(x), 32):
-                torch.softmax(net(x_nchw[i : i + 32]).float(), -1).numpy()
+        predict_all(net, x_nchw)
 
     tasks = {
         "predict": lambda: model.predict(x, verbose=0),

@@ -165,9 +165,9 @@ def batch_norm(
         mean and biased variance in float32 (for the moving statistics).
     """
     # Float32, as the variables are: PyTorch takes them with any `x`.
-    shape = {"size": (x.shape[-1],), "dtype": torch.float32, "device": x.device}
-    scale = layer.gamma.value if layer.scale else torch.ones(**shape)
-    offset = layer.beta.value if layer.center else torch.zeros(**shape)
+    vector = {"size": (x.shape[-1],), "dtype": torch.float32, "device": x.device}
+    scale = layer.gamma.value if layer.scale else torch.ones(**vector)
+    offset = layer.beta.value if layer.center else torch.zeros(**vector)
     if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         x = x.float()
     if training:

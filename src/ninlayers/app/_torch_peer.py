@@ -53,6 +53,17 @@ def _network():
     )
 
 
+def predict_all(net, x, batch_size: int = 32) -> None:
+    """Plain PyTorch's inference: class probabilities of every image of `x`
+    (NCHW in channels-last memory), in batches under bfloat16 autocast, as
+    NumPy arrays (the peer's `predict`; benchmarks/ time it too)."""
+    import torch
+
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for i in range(0, len(x), batch_size):
+            torch.softmax(net(x[i : i + batch_size]).float(), -1).numpy()
+
+
 def main(argv: list[str]) -> None:
     import torch
 
@@ -76,9 +87,7 @@ def main(argv: list[str]) -> None:
 
     def predict() -> None:
         net.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            for i in range(0, len(x), 32):
-                torch.softmax(net(x[i : i + 32]).float(), -1).numpy()
+        predict_all(net, x)
 
     serve(fit, predict)
 
