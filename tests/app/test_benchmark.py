@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,8 @@ def test_step_profile_counts_every_trunk_convolution_of_the_default_model():
 
 
 @pytest.mark.slow
-def test_benchmark_reports_rates_and_ratios(tmp_path, capsys):
+def test_benchmark_reports_rates_and_ratios(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # the progress bar
     assert (
         cli.main(
             [
@@ -79,7 +81,8 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys):
     assert "seed: the NiN tutorial's plain Keras model" in printed  # the label
     result = json.loads((tmp_path / "b.json").read_text())
     # The processor that measured the figures, in print and in the file.
-    assert result["machine"]["processor"] in printed.splitlines()[0]
+    table = printed[printed.index("machine: ") :]  # after the progress bar
+    assert result["machine"]["processor"] in table.splitlines()[0]
     for key in ("train", "predict"):
         rates = result[f"{key}_images_per_second"]
         assert set(rates) >= {"seed", "ninlayers"} and min(rates.values()) > 0
@@ -95,6 +98,8 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys):
             result["training_gflops"][name] / top
         )
     assert "of the bfloat16 ceiling" in printed
+    # The progress bar: the warm-up, the one timed round, the ceiling.
+    assert "3/3" in printed
 
 
 def test_plain_peers_run_each_command_in_their_own_process(monkeypatch, tmp_path):

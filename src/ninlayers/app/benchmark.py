@@ -192,6 +192,7 @@ def run_benchmark(
     print_fn: Callable[[str], None] | None = print,
     with_backends: bool = True,
     with_ceiling: bool = True,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Times training and inference of the seed and of ninlayers' defaults.
 
@@ -217,6 +218,9 @@ def run_benchmark(
             ceilings (`ninlayers.app.ceiling`, TensorFlow) and report each
             model's training GFLOP/s as a fraction of the bfloat16 one.
             Defaults to `True`.
+        verbose: bool. A progress bar (Keras's `Progbar`): one step for the
+            warm-up, one per timed round, one for the ceiling. Defaults to
+            `False`.
 
     Returns:
         dict: images/s per path for `train` and `predict` (medians), every
@@ -251,16 +255,10 @@ def run_benchmark(
         train_fns[name] = lambda p=peer: p.ask("fit")
         predict_fns[name] = lambda p=peer: p.ask("predict")
 
-    train_s: dict[str, list[float]] = {name: [] for name in train_fns}
-    predict_s: dict[str, list[float]] = {name: [] for name in predict_fns}
+    steps = 1 + repeats + int(with_ceiling)
+    bar = keras.utils.Progbar(steps, unit_name="round") if verbose else None
     try:
-        for fn in (*train_fns.values(), *predict_fns.values()):  # warm-up
-            fn()
-        for _ in range(repeats):
-            for name, fn in train_fns.items():
-                train_s[name].append(_time(fn))
-            for name, fn in predict_fns.items():
-                predict_s[name].append(_time(fn))
+        train_s, predict_s = _time_rounds(train_fns, predict_fns, repeats, bar)
     finally:
         for peer in peers.values():
             peer.close()
@@ -287,9 +285,34 @@ def run_benchmark(
     result["versus_plain"] = _versus_plain(train, predict)
     if with_ceiling:
         result.update(_against_ceiling(models, train))
+        if bar is not None:
+            bar.add(1)
     if print_fn is not None:
         print_fn(format_result(result))
     return result
+
+
+def _time_rounds(
+    train_fns: dict[str, Callable[[], Any]],
+    predict_fns: dict[str, Callable[[], Any]],
+    repeats: int,
+    bar: Any = None,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """A warm-up of every path, then `repeats` rounds, each path timed once in
+    turn, training then predict: seconds per path, every round kept."""
+    train_s: dict[str, list[float]] = {name: [] for name in train_fns}
+    predict_s: dict[str, list[float]] = {name: [] for name in predict_fns}
+    tick = bar.add if bar is not None else lambda _: None
+    for fn in (*train_fns.values(), *predict_fns.values()):
+        fn()
+    tick(1)
+    for _ in range(repeats):
+        for name, fn in train_fns.items():
+            train_s[name].append(_time(fn))
+        for name, fn in predict_fns.items():
+            predict_s[name].append(_time(fn))
+        tick(1)
+    return train_s, predict_s
 
 
 def _versus_plain(train: dict, predict: dict) -> dict:

@@ -536,6 +536,7 @@ def _benchmark(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             with_plain=not args.no_plain,
             with_backends=not args.no_backends,
+            verbose=sys.stdout.isatty(),
         )
     if args.json:
         write_json(args.json, result)
