@@ -132,6 +132,24 @@ def test_batch_spec_reads_an_epoch_iterators_batches_without_taking_one():
         _keras_compat.batch_spec(object())
 
 
+def test_array_dataset_options_reach_keras_array_pipelines_only():
+    from keras.src.backend.tensorflow.trainer import TFEpochIterator
+
+    x, y = np.zeros((6, 16, 16, 1), "float32"), np.arange(6)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    strategy = tf.distribute.get_strategy()
+    arrays = TFEpochIterator(x=x, y=y, batch_size=4, distribute_strategy=strategy)
+    assert _keras_compat.set_array_dataset_options(arrays, options)
+    assert arrays._distributed_dataset.options().autotune.enabled is False
+    batches = [b for _, _, it in arrays for b in it]
+    assert [len(b[1]) for b in batches] == [4, 2]  # the same batches
+    own = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    given = TFEpochIterator(x=own, distribute_strategy=strategy)
+    assert not _keras_compat.set_array_dataset_options(given, options)
+    assert given._distributed_dataset.options().autotune.enabled is None
+
+
 def test_symbolic_build_builds_metrics_and_optimizer_from_a_spec():
     model = NiN(input_shape=(16, 16, 1), architecture=SMALL, precision="float32")
     model.compile()

@@ -381,6 +381,37 @@ def test_fit_traces_the_training_step_once(monkeypatch):
     assert len(traces) == 1
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data")
+@pytest.mark.parametrize("autotune", [False, True])
+def test_arrays_are_fed_without_tf_data_autotuning_unless_asked(monkeypatch, autotune):
+    import tensorflow as tf
+
+    from ninlayers import _keras_compat, runtime
+
+    monkeypatch.setattr(runtime, "ARRAY_DATA_AUTOTUNE", autotune)
+    read = []
+    original = _keras_compat.set_array_dataset_options
+
+    def spy(iterator, options):
+        applied = original(iterator, options)
+        read.append((applied, iterator._distributed_dataset.options()))
+        return applied
+
+    monkeypatch.setattr(_keras_compat, "set_array_dataset_options", spy)
+    x, y, _ = _data(16)
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL)
+    model.compile()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # arrays
+    model.evaluate(x, y, verbose=0)
+    own = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # the caller's own
+    model.fit(own, epochs=1, shuffle=False, verbose=0)
+    if autotune:
+        assert read == []  # Keras's own pipelines, as Keras builds them
+    else:
+        assert [applied for applied, _ in read] == [True, True, False]
+        assert [o.autotune.enabled for _, o in read] == [False, False, None]
+
+
 def test_short_fit_on_a_learnable_task_lowers_the_loss():
     x, y = shapes_task()
     model = NiN(

@@ -1,10 +1,11 @@
 """Every use of a private Keras or TensorFlow internal, in one place.
 
-ninlayers needs eleven internals, each to work around a Keras 3 limitation
+ninlayers needs twelve internals, each to work around a Keras 3 limitation
 under `tf.distribute` (docs/distributed.md), to log as Keras does, to
-trace TensorFlow's training step once, to run an optimizer's update as
-one fused kernel (`ninlayers.fused_updates`), or to keep the weights
-PyTorch's kernels were given while they are unchanged. The accessors fail
+trace TensorFlow's training step once, to feed arrays without tf.data's
+autotuning, to run an optimizer's update as one fused kernel
+(`ninlayers.fused_updates`), or to keep the weights PyTorch's kernels were
+given while they are unchanged. The accessors fail
 loudly, naming the Keras version, if an upgrade removes what they rely on
 (`trainer_strategy` excepted: the other backends never have it), and
 tests/test_keras_compat.py checks that each internal still exists.
@@ -20,7 +21,11 @@ tests/test_keras_compat.py checks that each internal still exists.
   create their variables inside the first trace of the step, and
   `tf.function` then traces it a second time.
 - `TFEpochIterator._distributed_dataset`: the dataset an epoch iterator
-  reads, whose `element_spec` gives that batch's shapes without taking one.
+  reads, whose `element_spec` gives that batch's shapes without taking one,
+  and which `set_array_dataset_options` replaces by itself with options.
+- `keras.src.trainers.data_adapters.ArrayDataAdapter`, the class of an
+  epoch iterator's `data_adapter` when Keras built its dataset from arrays
+  (rather than taking the caller's own dataset or generator).
 - `Model._distribute_strategy`: the `tf.distribute` strategy the TensorFlow
   trainer was compiled under (absent on the other backends).
 - `Model._loss_tracker`: the `Mean` metric behind the `loss` log, which a
@@ -102,6 +107,30 @@ def batch_spec(iterator: Any) -> Any:
     if spec is None:
         raise _missing("TFEpochIterator._distributed_dataset.element_spec")
     return spec
+
+
+def set_array_dataset_options(iterator: Any, options: Any) -> bool:
+    """Applies `tf.data.Options` to the dataset a TensorFlow epoch iterator
+    reads, when Keras built that dataset from arrays; a dataset or generator
+    the caller passed keeps its own options, and so does a distributed one.
+    Returns whether the options were applied."""
+    import tensorflow as tf
+
+    try:
+        from keras.src.trainers.data_adapters.array_data_adapter import (
+            ArrayDataAdapter,
+        )
+    except ImportError:
+        raise _missing("keras.src.trainers.data_adapters.ArrayDataAdapter") from None
+    if not isinstance(getattr(iterator, "data_adapter", None), ArrayDataAdapter):
+        return False
+    dataset = getattr(iterator, "_distributed_dataset", None)
+    if dataset is None:
+        raise _missing("TFEpochIterator._distributed_dataset")
+    if not isinstance(dataset, tf.data.Dataset):
+        return False
+    iterator._distributed_dataset = dataset.with_options(options)
+    return True
 
 
 def symbolic_build(model: keras.Model, iterator: Any, data_batch: Any) -> None:

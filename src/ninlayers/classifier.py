@@ -39,6 +39,27 @@ def _inference_weights() -> contextlib.AbstractContextManager:
     return _torch_kernels.cached_weights()
 
 
+def _symbolic_build(model: Any, keras_build: Any, iterator: Any, data_batch: Any):
+    """Builds loss, metrics and optimizer before the step is traced (built in
+    its first trace, `tf.function` would trace it again), and feeds arrays
+    without `tf.data` autotuning unless `runtime.ARRAY_DATA_AUTOTUNE`. Under
+    MultiWorkerMirroredStrategy Keras cannot reduce a nested batch to learn
+    its shapes: one replica's batch has them."""
+    strategy = _keras_compat.trainer_strategy(model)
+    if strategy is None:
+        if iterator is not None and not runtime.ARRAY_DATA_AUTOTUNE:
+            import tensorflow as tf
+
+            options = tf.data.Options()
+            options.autotune.enabled = False
+            _keras_compat.set_array_dataset_options(iterator, options)
+        return _keras_compat.symbolic_build(model, iterator, data_batch)
+    if iterator is not None:
+        data_batch = _keras_compat.first_local_batch(iterator, strategy)
+        iterator = None
+    return keras_build(iterator=iterator, data_batch=data_batch)
+
+
 @keras.saving.register_keras_serializable(package="ninlayers")
 class NiNImageClassifier(keras.Model):
     """Image classification with a NiN trunk and a dense-free head.
@@ -240,16 +261,9 @@ class NiNImageClassifier(keras.Model):
         return _steps.for_backend().test_step(self, *args)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Built here, not in the step's first trace (`tf.function` would trace
-        # it again). Under MultiWorkerMirroredStrategy Keras cannot reduce a
-        # nested batch to learn its shapes: one replica's batch has them.
-        strategy = _keras_compat.trainer_strategy(self)
-        if strategy is None:
-            return _keras_compat.symbolic_build(self, iterator, data_batch)
-        if iterator is not None:
-            data_batch = _keras_compat.first_local_batch(iterator, strategy)
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        # TensorFlow's trainer calls this as fit or evaluate starts.
+        keras_build = super()._maybe_symbolic_build
+        return _symbolic_build(self, keras_build, iterator, data_batch)
 
     # --- Config, presets, export ---
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 __all__ = [
+    "ARRAY_DATA_AUTOTUNE",
     "PRECISIONS",
     "STRATEGIES",
     "DataParallel",
@@ -59,6 +60,14 @@ PROCESS_ENV = (
     "KERAS_DISTRIBUTION_NUM_PROCESSES",
     "KERAS_DISTRIBUTION_PROCESS_ID",
 )
+
+#: Whether the `tf.data` pipelines Keras builds from NumPy arrays, for a
+#: NiN model's `fit` and `evaluate` on TensorFlow, autotune their buffers
+#: (`tf.data.Options().autotune.enabled`). Off by default: with it on,
+#: about half of such epochs ran at one fixed slow rate on these CPUs
+#: (docs/performance.md). Set it to `True` for Keras's own behaviour. A
+#: dataset you pass keeps its options.
+ARRAY_DATA_AUTOTUNE = False
 
 # Backends whose CPU kernels run bfloat16 faster than float32 where the CPU
 # has bfloat16 dot products (docs/backends.md has the measurements).
