@@ -5,9 +5,9 @@ under `tf.distribute` (docs/distributed.md), to log as Keras does, to
 trace TensorFlow's training step once, to feed arrays without tf.data's
 autotuning, to run an optimizer's update as one fused kernel
 (`ninlayers.fused_updates`), or to keep the weights PyTorch's kernels were
-given while they are unchanged. The accessors fail
-loudly, naming the Keras version, if an upgrade removes what they rely on
-(`trainer_strategy` excepted: the other backends never have it), and
+given while they are unchanged. The accessors fail loudly, naming the
+Keras version, if an upgrade removes what they rely on (`trainer_strategy`
+excepted: the other backends never have it), and
 tests/test_keras_compat.py checks that each internal still exists.
 
 - `Model._maybe_symbolic_build(iterator, data_batch)`: the TensorFlow

@@ -39,7 +39,9 @@ def _inference_weights() -> contextlib.AbstractContextManager:
     return _torch_kernels.cached_weights()
 
 
-def _symbolic_build(model: Any, keras_build: Any, iterator: Any, data_batch: Any):
+def _symbolic_build(
+    model: Any, keras_build: Any, iterator: Any, data_batch: Any
+) -> Any:
     """Builds loss, metrics and optimizer before the step is traced (built in
     its first trace, `tf.function` would trace it again), and feeds arrays
     without `tf.data` autotuning unless `runtime.ARRAY_DATA_AUTOTUNE`. Under
