@@ -1,9 +1,7 @@
 """The benchmark's seed model is the seed network, and the run reports ratios."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,12 +36,10 @@ def test_multiply_adds_count_every_convolution_by_hand():
 
 
 def test_step_profile_counts_every_trunk_convolution_of_the_default_model():
-    # benchmarks/train_step_profile.py times NiN()'s convolution shapes one
+    # `ninlayers benchmark --kernels` times NiN()'s convolution shapes one
     # by one; its bound must add up to the model's own multiply-adds.
-    path = Path(__file__).parents[2] / "benchmarks" / "train_step_profile.py"
-    spec = importlib.util.spec_from_file_location("train_step_profile", path)
-    profile = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(profile)
+    from ninlayers.app import kernels as profile
+
     per_layer = ceiling.multiply_adds_per_layer(NiN())
     trunk = sum(per_layer[f"block{i}"] for i in (1, 2, 3))
     rates = {
@@ -100,6 +96,36 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys, monkeypatch):
     assert "of the bfloat16 ceiling" in printed
     # The progress bar: the warm-up, the one timed round, the ceiling.
     assert "3/3" in printed
+
+
+@pytest.mark.slow
+def test_kernel_profile_reports_each_kernel_class_against_the_ceiling(tmp_path, capsys):
+    args = ["benchmark", "--kernels", "--steps", "2", "--repeats", "1"]
+    assert cli.main([*args, "--json", str(tmp_path / "k.json")]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "k.json").read_text())
+    assert result["machine"]["processor"] in printed.splitlines()[0]
+    kinds = result["profile"]["kernel_ms_per_step_by_kind"]
+    assert {"convolution forward", "batch norm", "pooling"} <= set(kinds)
+    assert min(kinds.values()) > 0 and result["profile"]["wall_ms_per_step"] > 0
+    from ninlayers.app.kernels import SHAPES, convolution_bound
+
+    gflops = result["convolution_gflops"]
+    assert len(gflops) == 3 * len(SHAPES) and min(gflops.values()) > 0
+    ms, flop = convolution_bound(gflops)
+    assert result["convolutions_alone"]["ms_per_step"] == pytest.approx(ms)
+    top = result["ceiling"]["bfloat16"]
+    for name, rate in gflops.items():  # each line: its fraction of the ceiling
+        assert f"{name:30s} {rate:6.0f} GFLOP/s  {rate / top:5.2f}" in printed
+
+
+def test_kernel_profile_is_refused_on_other_backends(monkeypatch, capsys):
+    import keras
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    assert cli.main(["benchmark", "--kernels"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--backend tensorflow" in err
 
 
 def test_plain_peers_run_each_command_in_their_own_process(monkeypatch, tmp_path):

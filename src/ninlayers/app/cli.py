@@ -5,7 +5,7 @@
     ninlayers predict MODEL IMAGE...
     ninlayers cam MODEL IMAGE... -o out.png
     ninlayers export MODEL OUT [--format saved_model|tflite|onnx] [--int8]
-    ninlayers benchmark [--images N] [--repeats N] [--deployment]
+    ninlayers benchmark [--images N] [--repeats N] [--deployment | --kernels]
 
 `ninlayers --backend {tensorflow,jax,torch} COMMAND ...` runs the command on
 that Keras backend (in a new process when Keras already runs on another).
@@ -316,6 +316,19 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
         "and int8) against the seed's Keras predict instead",
     )
     bench.add_argument(
+        "--kernels",
+        action="store_true",
+        help="profile one training step of NiN() kernel by kernel against the "
+        "bfloat16 ceiling instead (TensorFlow; --repeats times each "
+        "convolution alone)",
+    )
+    bench.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=20,
+        help="with --kernels: training steps under the profiler (default: %(default)s)",
+    )
+    bench.add_argument(
         "--deployment-images",
         type=_positive_int,
         help="with --deployment: the first N test images (default: all)",
@@ -513,7 +526,18 @@ def _export(args: argparse.Namespace) -> None:
 def _benchmark(args: argparse.Namespace) -> None:
     from ninlayers.app.artifacts import write_json
 
-    if args.deployment:
+    if args.kernels:
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "--kernels profiles TensorFlow's kernels: run it with "
+                "--backend tensorflow"
+            )
+        from ninlayers.app.kernels import run_kernel_profile
+
+        result = run_kernel_profile(steps=args.steps, repeats=args.repeats)
+    elif args.deployment:
         import logging
 
         from ninlayers.app.deploy_benchmark import run_deployment_benchmark
