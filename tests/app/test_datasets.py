@@ -226,6 +226,18 @@ def test_make_dataset_shuffles_reproducibly_with_a_seed():
     assert first == again and first[0] != list(range(20))
 
 
+def test_make_dataset_turns_tf_data_autotuning_off_unless_asked():
+    x, y = np.zeros((8, 4, 4), "uint8"), np.arange(8)
+    default = datasets.make_dataset(x, y, 4, shuffle=True, augment=True).repeat()
+    assert default.options().autotune.enabled is False  # kept through repeat
+    asked = datasets.make_dataset(x, y, 4, autotune=True)
+    assert asked.options().autotune.enabled is True
+    # The same batches either way.
+    assert [b.numpy().tolist() for _, b in asked] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    with pytest.raises(ValueError, match="autotune"):
+        datasets.make_dataset(x, y, autotune="no")
+
+
 def test_make_dataset_refuses_bad_shapes():
     with pytest.raises(ValueError, match="images.shape=\\(3, 4\\)"):
         datasets.make_dataset(np.zeros((3, 4)), np.zeros(3))

@@ -310,6 +310,7 @@ def make_dataset(
     erasing: float = 0.0,
     image_size: Sequence[int] | None = None,
     drop_remainder: bool = False,
+    autotune: bool = False,
 ) -> tf.data.Dataset:
     """Builds a batched, prefetched `tf.data.Dataset` of float images in [0, 1].
 
@@ -333,6 +334,10 @@ def make_dataset(
             Defaults to `0.0`.
         image_size: tuple of 2 ints or `None`. Resize to this size.
         drop_remainder: bool. Drop the last partial batch. Defaults to `False`.
+        autotune: bool. Let `tf.data` autotune the pipeline's buffers and
+            parallelism. Defaults to `False`: autotuned array pipelines ran
+            whole epochs at one fixed slow rate on 2-core machines
+            (docs/performance.md).
 
     Returns:
         tf.data.Dataset of `images` or `(images, labels)` batches.
@@ -378,7 +383,9 @@ def make_dataset(
         return (x, *rest) if rest else x
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = _checks.boolean("autotune", autotune)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def image_folder_datasets(
