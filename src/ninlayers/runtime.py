@@ -64,8 +64,8 @@ PROCESS_ENV = (
 #: Whether the `tf.data` pipelines Keras builds from NumPy arrays, for a
 #: NiN model's `fit` and `evaluate` on TensorFlow, autotune their buffers
 #: (`tf.data.Options().autotune.enabled`). Off by default: with it on,
-#: about half of such epochs ran at one fixed slow rate on these CPUs
-#: (docs/performance.md). Set it to `True` for Keras's own behaviour. A
+#: epochs can run at one fixed slow rate on small CPUs (measured in
+#: docs/performance.md). Set it to `True` for Keras's own behaviour. A
 #: dataset you pass keeps its options.
 ARRAY_DATA_AUTOTUNE = False
 

@@ -335,9 +335,7 @@ def make_dataset(
         image_size: tuple of 2 ints or `None`. Resize to this size.
         drop_remainder: bool. Drop the last partial batch. Defaults to `False`.
         autotune: bool. Let `tf.data` autotune the pipeline's buffers and
-            parallelism. Defaults to `False`: autotuned array pipelines ran
-            whole epochs at one fixed slow rate on 2-core machines
-            (docs/performance.md).
+            parallelism. Defaults to `False` (why: docs/performance.md).
 
     Returns:
         tf.data.Dataset of `images` or `(images, labels)` batches.
