@@ -23,26 +23,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-
 import ninlayers  # noqa: E402
 from ninlayers import runtime  # noqa: E402
-from ninlayers.app import artifacts, data, machine  # noqa: E402
-from ninlayers.errors import DatasetError  # noqa: E402
-
-
-def _images(images: int) -> tuple[np.ndarray, np.ndarray, str]:
-    try:
-        (x, y), _ = data.load_fashion_mnist()
-        return x[:images, ..., None] / np.float32(255), y[:images], "Fashion-MNIST"
-    except DatasetError:
-        rng = np.random.default_rng(0)
-        x = rng.uniform(size=(images, 28, 28, 1)).astype("float32")
-        return x, rng.integers(0, 10, images), "random images"
+from ninlayers.app import artifacts, machine  # noqa: E402
+from ninlayers.app.benchmark import benchmark_images  # noqa: E402
 
 
 def main(rounds: int, images: int, json_path: str | None) -> dict:
-    x, y, source = _images(images)
+    x, y, source = benchmark_images(images)
     model = ninlayers.NiN()
     model.compile()
     model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0)  # traces

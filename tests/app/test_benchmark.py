@@ -128,6 +128,26 @@ def test_kernel_profile_is_refused_on_other_backends(monkeypatch, capsys):
     assert err.count("\n") == 0 and "--backend tensorflow" in err
 
 
+def test_benchmark_images_are_fashion_mnist_else_random(monkeypatch):
+    from ninlayers.app import data
+    from ninlayers.errors import DatasetError
+
+    x, y, source = benchmark.benchmark_images(8)
+    assert source == "Fashion-MNIST" and len(y) == 8
+    (train, labels), _ = data.load_fashion_mnist()
+    np.testing.assert_allclose(x[..., 0] * 255, train[:8], atol=1e-3)
+    assert (y == labels[:8]).all()
+
+    def missing(*args, **kwargs):
+        raise DatasetError("no Fashion-MNIST here")
+
+    monkeypatch.setattr(data, "load_fashion_mnist", missing)
+    x, y, source = benchmark.benchmark_images(8)
+    assert source == "random images" and x.shape == (8, 28, 28, 1)
+    assert x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.shape == (8,) and set(y) <= set(range(10))
+
+
 def test_plain_peers_run_each_command_in_their_own_process(monkeypatch, tmp_path):
     # A stand-in for the plain framework's worker: it checks the data and
     # the backend it was given and answers one line per command, as

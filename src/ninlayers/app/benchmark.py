@@ -21,7 +21,7 @@ import numpy as np
 
 from ninlayers.model import NiN
 
-__all__ = ["run_benchmark", "seed_model"]
+__all__ = ["benchmark_images", "run_benchmark", "seed_model"]
 
 
 def seed_model() -> keras.Sequential:
@@ -66,6 +66,25 @@ def seed_model() -> keras.Sequential:
         metrics=["accuracy"],
     )
     return model
+
+
+def benchmark_images(count: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """The images every benchmark times: Fashion-MNIST's first `count`
+    training images where it is found, else random ones (they time the
+    same), as `(n, 28, 28, 1)` floats in [0, 1], their labels and the name
+    of their source."""
+    from ninlayers.app import data
+    from ninlayers.errors import DatasetError
+
+    try:
+        (x, y), _ = data.load_fashion_mnist()
+        x, y, source = x[:count], y[:count], "Fashion-MNIST"
+    except DatasetError:
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, count)
+        source = "random images"
+    return (x.astype("float32") / 255.0)[..., None], y, source
 
 
 def _ninlayers_model() -> keras.Model:
@@ -228,19 +247,9 @@ def run_benchmark(
         the seed.
     """
     from ninlayers import runtime
-    from ninlayers.app import data, machine
-    from ninlayers.errors import DatasetError
+    from ninlayers.app import machine
 
-    try:
-        (x, y), _ = data.load_fashion_mnist()
-        x, y, source = x[:images], y[:images], "Fashion-MNIST"
-    except DatasetError:
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (images, 28, 28), dtype=np.uint8)
-        y = rng.integers(0, 10, images)
-        source = "random images"
-    x = (x.astype("float32") / 255.0)[..., None]
-
+    x, y, source = benchmark_images(images)
     models = {"seed": seed_model(), "ninlayers": _ninlayers_model()}
     train_fns = {
         name: (lambda m=m: m.fit(x, y, batch_size=batch_size, epochs=1, verbose=0))

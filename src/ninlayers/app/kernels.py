@@ -28,13 +28,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from ninlayers import NiN, layers
-from ninlayers.app import data, machine
+from ninlayers.app import machine
+from ninlayers.app.benchmark import benchmark_images
 from ninlayers.app.ceiling import measure_ceiling
-from ninlayers.errors import DatasetError
 
 __all__ = ["SHAPES", "convolution_bound", "format_kernel_profile", "run_kernel_profile"]
 
@@ -73,23 +72,11 @@ def _flop(height: int, channels: int, filters: int, kernel: int) -> int:
     return 2 * 64 * height * height * channels * filters * kernel * kernel
 
 
-def _images(count: int) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        (x, y), _ = data.load_fashion_mnist()
-    except DatasetError:  # no dataset: random images time the same
-        rng = np.random.default_rng(0)
-        x, y = (
-            rng.integers(0, 256, (count, 28, 28), "uint8"),
-            rng.integers(0, 10, count),
-        )
-    return (x[:count].astype("float32") / 255.0)[..., None], y[:count]
-
-
 def profile_steps(steps: int) -> dict:
     """Kernel time per training step by kind and stage, and the wall time."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    x, y = _images(64 * steps)
+    x, y, _ = benchmark_images(64 * steps)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(64).cache()
     model = NiN()
     model.compile()
