@@ -81,16 +81,16 @@ def profile_steps(steps: int) -> dict:
     model = NiN()
     model.compile()
     model.fit(dataset, epochs=1, shuffle=False, verbose=0)  # warm-up, tracing
-    directory = tempfile.mkdtemp()
-    tf.profiler.experimental.start(directory)
-    start = time.perf_counter()
-    model.fit(dataset, epochs=1, shuffle=False, verbose=0)
-    wall = time.perf_counter() - start
-    tf.profiler.experimental.stop()
     space = xplane_pb2.XSpace()
-    path = glob.glob(f"{directory}/**/*.xplane.pb", recursive=True)[0]
-    with open(path, "rb") as f:
-        space.ParseFromString(f.read())
+    with tempfile.TemporaryDirectory(prefix="ninlayers-profile-") as directory:
+        tf.profiler.experimental.start(directory)
+        start = time.perf_counter()
+        model.fit(dataset, epochs=1, shuffle=False, verbose=0)
+        wall = time.perf_counter() - start
+        tf.profiler.experimental.stop()
+        path = glob.glob(f"{directory}/**/*.xplane.pb", recursive=True)[0]
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
     kinds, stages = collections.Counter(), collections.Counter()
     others = collections.Counter()
     for plane in space.planes:
