@@ -12,6 +12,14 @@ and prints every repeat, the medians and their ratios. The changes:
   converted once while it is unchanged
   (`ninlayers._torch_kernels.cached_weights`), against a cast per call,
   which PyTorch then relaid out in the forward and the backward pass.
+- `folded-batch-norm`: in `predict` and `evaluate`, each batch norm folded
+  into the convolution before it and ReLU in place
+  (`ninlayers._torch_kernels.conv_batch_norm`, `relu`), against a batch
+  norm kernel and a new tensor per ReLU.
+- `layer-call`: in `predict` and `evaluate`, the classifier's layers run
+  through `Layer.call` (`ninlayers._torch_inference`), against Keras's
+  functional call of each layer's `Layer.__call__`.
+- `inference`: the last two together, against neither.
 
     python benchmarks/torch_paths.py --change weights --json weights.json
 """
@@ -33,7 +41,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import ninlayers  # noqa: E402
-from ninlayers import _torch_kernels, classifier, layers  # noqa: E402
+from ninlayers import (  # noqa: E402
+    _torch_inference,
+    _torch_kernels,
+    classifier,
+    layers,
+)
 from ninlayers.app import artifacts, machine  # noqa: E402
 from ninlayers.app._torch_peer import _network, predict_all  # noqa: E402
 
@@ -42,6 +55,17 @@ def _kernel_cast_per_call(kernel, dtype):
     # The conversion before `weights`: Keras's (autocast) read, then a cast.
     return keras.ops.convert_to_tensor(kernel).to(dtype).permute(3, 2, 0, 1)
 
+
+_UNFOLDED = [
+    (_torch_kernels, "conv_batch_norm", lambda conv, norm, x: None),
+    (_torch_kernels, "relu", torch.relu),
+]
+_FOLDED = [
+    (_torch_kernels, "conv_batch_norm", _torch_kernels.conv_batch_norm),
+    (_torch_kernels, "relu", _torch_kernels.relu),
+]
+_FUNCTIONAL = [(_torch_inference, "chain", lambda model, inputs: None)]
+_LAYER_CALL = [(_torch_inference, "chain", _torch_inference.chain)]
 
 #: For each change, its two ways: (module, attribute, value) to set.
 CHANGES: dict[str, dict[str, list[tuple]]] = {
@@ -61,6 +85,9 @@ CHANGES: dict[str, dict[str, list[tuple]]] = {
             (classifier, "_inference_weights", classifier._inference_weights),
         ],
     },
+    "folded-batch-norm": {"before": _UNFOLDED, "after": _FOLDED},
+    "layer-call": {"before": _FUNCTIONAL, "after": _LAYER_CALL},
+    "inference": {"before": _UNFOLDED + _FUNCTIONAL, "after": _FOLDED + _LAYER_CALL},
 }
 
 

@@ -7,6 +7,8 @@ kernel. Each is checked here against the Keras layer it stands for, on
 whichever backend runs the tests (the README's backend matrix runs all three).
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -15,7 +17,12 @@ from hypothesis import strategies as st
 
 from helpers import to_numpy
 from ninlayers import NiNBackbone, NiNBlock
-from ninlayers.layers import FusedBatchNormalization, MaxPooling2D, _convolve
+from ninlayers.layers import (
+    FusedBatchNormalization,
+    MaxPooling2D,
+    _convolve,
+    _convolve_and_normalize,
+)
 
 pytestmark = pytest.mark.backends
 
@@ -196,5 +203,153 @@ def test_predict_uses_weights_changed_between_its_batches():
     changes = _NewWeightsAfterFirstBatch(other.get_weights())
     got = model.predict(x, batch_size=2, verbose=0, callbacks=[changes])
     np.testing.assert_allclose(got[:2], first, atol=1e-6)
-    expected = to_numpy(other(x[2:], training=False))
+    expected = other.predict(x[2:], verbose=0)
     np.testing.assert_allclose(got[2:], expected, atol=1e-6)
+
+
+@contextlib.contextmanager
+def _inference():
+    """As inside a classifier's `predict` (weights kept on PyTorch)."""
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    import torch
+
+    from ninlayers import _torch_kernels
+
+    with torch.no_grad(), _torch_kernels.cached_weights():
+        yield
+
+
+def _random_statistics(norm: FusedBatchNormalization, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for variable in norm.weights:
+        values = rng.normal(size=variable.shape)
+        if variable is norm.moving_variance:
+            values = rng.uniform(0.2, 3.0, size=variable.shape)
+        variable.assign(values.astype("float32"))
+
+
+@given(
+    windows(),
+    st.integers(1, 6),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([1e-3, 0.1]),
+)
+def test_inference_conv_and_batch_norm_equal_keras(
+    window, filters, use_bias, center, scale, epsilon
+):
+    # On PyTorch in `predict` the batch norm is folded into the convolution.
+    kernel, strides, padding, shape = window
+    conv = keras.layers.Conv2D(filters, kernel, strides, padding, use_bias=use_bias)
+    norm = FusedBatchNormalization(center=center, scale=scale, epsilon=epsilon)
+    x = np.random.default_rng(5).normal(size=shape).astype("float32")
+    norm.build(conv.compute_output_shape(shape))
+    _random_statistics(norm, 6)
+    expected = to_numpy(norm(conv(x), training=False))
+    with _inference():
+        got = _convolve_and_normalize(conv, norm, keras.ops.convert_to_tensor(x), None)
+    np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's kernels")
+def test_folded_batch_norm_is_kept_until_a_weight_changes(monkeypatch):
+    import torch
+
+    from ninlayers import _torch_kernels
+
+    conv = keras.layers.Conv2D(4, 3, padding="same")
+    norm = FusedBatchNormalization()
+    x = torch.randn(2, 6, 6, 3)
+    conv.build(x.shape)
+    norm.build((2, 6, 6, 4))
+    folds = []
+    rsqrt = torch.rsqrt
+    monkeypatch.setattr(torch, "rsqrt", lambda t: folds.append(1) or rsqrt(t))
+    fold = lambda: _torch_kernels.conv_batch_norm(conv, norm, x)  # noqa: E731
+    assert fold() is None  # outside `predict`: two kernels
+    with _inference():
+        first = fold()
+        np.testing.assert_array_equal(fold(), first)
+        assert len(folds) == 1
+        norm.moving_variance.assign(np.full(4, 3.0, "float32"))
+        expected = to_numpy(norm(conv(x), training=False))
+        np.testing.assert_allclose(to_numpy(fold()), expected, rtol=1e-5, atol=1e-5)
+        assert len(folds) == 2
+    with torch.enable_grad(), _torch_kernels.cached_weights():
+        assert fold() is None  # training
+
+
+def _classifier(dropout: float = 0.0, dtype: str = "float32", **kwargs):
+    from ninlayers import NiN
+
+    architecture = [(8, 3, 2, "same", 3, 2, dropout), (12, 3)]
+    model = NiN(architecture=architecture, num_classes=4, dtype=dtype, **kwargs)
+    for index, layer in enumerate(model._flatten_layers()):
+        if isinstance(layer, FusedBatchNormalization):
+            _random_statistics(layer, index)
+    return model
+
+
+def _count_calls(monkeypatch, *classes) -> list[str]:
+    """The names of the layers of `classes` whose `__call__` runs."""
+    calls = []
+    for cls in classes:
+
+        def counted(self, *args, _call=cls.__call__, **kwargs):
+            calls.append(self.name)
+            return _call(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__call__", counted)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"test_time_flip": True}, {"dropout": 0.5}, {"dtype": "mixed_bfloat16"}],
+    ids=str,
+)
+def test_predict_and_evaluate_equal_the_models_call(monkeypatch, kwargs):
+    # On PyTorch `predict` and `evaluate` run NiN's layers through
+    # `Layer.call` (no `Layer.__call__`) and fold batch norm in.
+    model = _classifier(**kwargs)
+    x = np.random.default_rng(7).uniform(size=(6, 28, 28, 1)).astype("float32")
+    y = np.arange(6) % 4
+    expected = to_numpy(model(x, training=False))
+    losses = keras.losses.sparse_categorical_crossentropy(y, expected)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=[])
+    calls = _count_calls(monkeypatch, NiNBlock, MaxPooling2D)
+    got = model.predict(x, verbose=0)
+    tolerance = 1e-5 if model.compute_dtype == "float32" else 1e-2
+    assert got.dtype == expected.dtype == "float32"
+    np.testing.assert_allclose(got, expected, atol=tolerance)
+    loss = model.evaluate(x, y, verbose=0)
+    np.testing.assert_allclose(loss, to_numpy(keras.ops.mean(losses)), rtol=tolerance)
+    if keras.backend.backend() == "torch":
+        assert calls == []
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's path")
+def test_predict_takes_keras_call_where_a_layer_asks_for_it(monkeypatch):
+    model = _classifier()
+    model.get_layer("block2").activity_regularizer = keras.regularizers.L2(0.1)
+    calls = _count_calls(monkeypatch, NiNBlock)
+    x = np.random.default_rng(8).uniform(size=(2, 28, 28, 1)).astype("float32")
+    model.predict(x, verbose=0)
+    assert "block2" in calls
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's path")
+@pytest.mark.parametrize("fold", [True, False])
+def test_predict_runs_the_models_kernels_with_folding_off(monkeypatch, fold):
+    from ninlayers import runtime
+
+    monkeypatch.setattr(runtime, "FOLD_BATCH_NORM", fold)
+    model = _classifier(dtype="mixed_bfloat16")
+    x = np.random.default_rng(9).uniform(size=(4, 28, 28, 1)).astype("float32")
+    expected = to_numpy(model(x, training=False))
+    got = model.predict(x, verbose=0)
+    # bfloat16 rounds the folded kernels differently from the two kernels.
+    assert np.array_equal(got, expected) is not fold

@@ -7,9 +7,11 @@ elementwise operations. An NHWC tensor seen through `permute(0, 3, 1, 2)`
 already is an NCHW tensor in PyTorch's channels-last memory format, the
 layout oneDNN's convolution, batch norm and pooling kernels run fastest in:
 these functions hand that view to PyTorch's own kernels and permute the
-result back, without a copy. Each returns `None` where it does not apply
-(the caller then runs Keras's own code), and gives the same results as
-Keras's code (tests/test_fast_paths.py).
+result back, without a copy. In `predict` and `evaluate` (`inference()`)
+converted weights are kept while unchanged, and a convolution followed by
+batch norm runs as one convolution with the batch norm folded in. Each
+returns `None` where it does not apply (the caller then runs Keras's own
+code), and gives Keras's results (tests/test_fast_paths.py).
 
 Imported only on the torch backend.
 """
@@ -92,29 +94,47 @@ def cached_weights() -> Iterator[None]:
         _CACHE.reset(token)
 
 
+def inference() -> bool:
+    """Whether this runs inside `cached_weights()` with gradients off and
+    outside `torch.compile`: `predict` or `evaluate`, where NiN's inference
+    paths run (converted weights kept, batch norm folded, `Layer.call`)."""
+    # `torch.compile` traces no context variable: ask it first.
+    return (
+        not torch.compiler.is_compiling()
+        and not torch.is_grad_enabled()
+        and _CACHE.get() is not None
+    )
+
+
+def _cached(key: tuple, variables: Sequence[Any], make: Callable[..., Any]) -> Any:
+    """`make` of the variables' values as stored, kept in the cache while
+    each variable still holds the same tensor, not written since (its
+    version counter, which every assignment and optimizer step moves)."""
+    cache = _CACHE.get()
+    values = [_keras_compat.uncast_value(variable) for variable in variables]
+    held = cache.get(key)
+    if held is not None and all(
+        old[0] is variable and old[1] is value and old[2] == value._version
+        for old, variable, value in zip(held[0], variables, values, strict=True)
+    ):
+        return held[1]
+    made = make(*values)
+    stamps = [
+        (v, value, value._version) for v, value in zip(variables, values, strict=True)
+    ]
+    cache[key] = (stamps, made)
+    return made
+
+
 def _converted(
     weight: Any, dtype: torch.dtype, convert: Callable[[torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
-    """`convert` of a weight's value: from the cache where it holds (the
-    value as stored), else read as its layer would (a cast, in mixed
-    precision: PyTorch casts a contiguous tensor fastest)."""
-    # `torch.compile` traces the plain read (and no context variable).
-    cache = None if torch.compiler.is_compiling() else _CACHE.get()
-    if (
-        cache is None
-        or torch.is_grad_enabled()
-        or not isinstance(weight, keras.Variable)  # LoRA: a tensor per call
-    ):
+    """`convert` of a weight's value: from the cache in `inference()`, else
+    read as its layer would (a cast, in mixed precision: PyTorch casts a
+    contiguous tensor fastest)."""
+    if not inference() or not isinstance(weight, keras.Variable):  # LoRA
         return convert(keras.ops.convert_to_tensor(weight))
-    value = _keras_compat.uncast_value(weight)
-    key = (id(weight), dtype)
-    held = cache.get(key)
-    # The same variable, holding the same tensor, not written since.
-    if held and held[0] is weight and held[1] is value and held[2] == value._version:
-        return held[3]
-    converted = convert(value)
-    cache[key] = (weight, value, value._version, converted)
-    return converted
+    return _cached((id(weight), dtype), (weight,), convert)
 
 
 def _kernel(kernel: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -133,15 +153,24 @@ def _kernel(kernel: Any, dtype: torch.dtype) -> torch.Tensor:
     return _converted(kernel, dtype, convert)
 
 
+def _conv_padding(layer: Any, x: Any) -> tuple[int, int] | None:
+    """The padding PyTorch's kernel takes for a `keras.layers.Conv2D` on
+    the NHWC tensor `x`; `None` where the channels-last path does not apply."""
+    if layer.data_format != "channels_last" or layer.groups != 1 or x.ndim != 4:
+        return None
+    return _padding(
+        layer.padding,
+        x.shape[1:3],
+        layer.kernel_size,
+        layer.strides,
+        tuple(layer.dilation_rate),
+    )
+
+
 def conv2d(layer: Any, x: torch.Tensor) -> torch.Tensor | None:
     """A channels-last `keras.layers.Conv2D`'s convolution, bias and
     activation on an NHWC tensor; `None` where this path does not apply."""
-    if layer.data_format != "channels_last" or layer.groups != 1 or x.ndim != 4:
-        return None
-    dilation = tuple(layer.dilation_rate)
-    padding = _padding(
-        layer.padding, x.shape[1:3], layer.kernel_size, layer.strides, dilation
-    )
+    padding = _conv_padding(layer, x)
     if padding is None:
         return None
     x = keras.ops.convert_to_tensor(x)
@@ -150,9 +179,77 @@ def conv2d(layer: Any, x: torch.Tensor) -> torch.Tensor | None:
     bias = None
     if layer.use_bias:
         bias = _converted(layer.bias, dtype, lambda value: value.to(dtype))
-    y = F.conv2d(_nchw(x), kernel, bias, tuple(layer.strides), padding, dilation)
+    y = F.conv2d(
+        _nchw(x),
+        kernel,
+        bias,
+        tuple(layer.strides),
+        padding,
+        tuple(layer.dilation_rate),
+    )
     y = _nhwc(y)
     return y if layer.activation is None else layer.activation(y)
+
+
+def conv_batch_norm(conv: Any, norm: Any, x: Any) -> torch.Tensor | None:
+    """Inference's `norm(conv(x))` as one convolution, the batch norm folded in.
+
+    The moving statistics, scale and offset become the kernel's scale and
+    the bias (in float32, then cast to `x`'s dtype), once while none of the
+    weights changes, where oneDNN would run a batch norm on every batch.
+    `None` outside `inference()`, or where either channels-last path does
+    not apply (then the caller runs the two layers).
+    """
+    x = keras.ops.convert_to_tensor(x)
+    padding = _conv_padding(conv, x)
+    if (
+        padding is None
+        or not inference()
+        or not isinstance(conv.kernel, keras.Variable)  # LoRA
+        or conv.activation not in (None, keras.activations.linear)
+        or getattr(conv, "quantization_mode", None) is not None
+        or not norm.built
+        or norm._fused_backend(x, None) != "torch"
+        or keras.backend.standardize_dtype(x.dtype) != norm.compute_dtype
+    ):
+        return None
+    weights = {
+        "kernel": conv.kernel,
+        "mean": norm.moving_mean,
+        "variance": norm.moving_variance,
+    }
+    if conv.use_bias:
+        weights["bias"] = conv.bias
+    if norm.scale:
+        weights["gamma"] = norm.gamma
+    if norm.center:
+        weights["beta"] = norm.beta
+    names = tuple(weights)
+
+    def fold(*values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w = {name: value.float() for name, value in zip(names, values, strict=True)}
+        scale = torch.rsqrt(w["variance"] + norm.epsilon) * w.get("gamma", 1.0)
+        shift = (w.get("bias", 0.0) - w["mean"]) * scale + w.get("beta", 0.0)
+        kernel = (w["kernel"] * scale).to(x.dtype).permute(3, 2, 0, 1)
+        kernel = kernel.contiguous(memory_format=torch.channels_last)
+        return kernel, shift.to(x.dtype)
+
+    key = ("batch_norm", id(conv), id(norm), x.dtype)
+    kernel, bias = _cached(key, tuple(weights.values()), fold)
+    y = F.conv2d(
+        _nchw(x),
+        kernel,
+        bias,
+        tuple(conv.strides),
+        padding,
+        tuple(conv.dilation_rate),
+    )
+    return _nhwc(y)
+
+
+def relu(x: torch.Tensor) -> torch.Tensor:
+    """ReLU of a tensor nothing else holds: in place outside autograd."""
+    return torch.relu(x) if torch.is_grad_enabled() else torch.relu_(x)
 
 
 def batch_norm(

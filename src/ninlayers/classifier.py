@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -37,6 +37,25 @@ def _inference_weights() -> contextlib.AbstractContextManager:
     from ninlayers import _torch_kernels
 
     return _torch_kernels.cached_weights()
+
+
+def _run_graph(
+    model: Any,
+    graph: Callable[..., Any],
+    inputs: Any,
+    training: Any = None,
+    mask: Any = None,
+) -> Any:
+    """`graph(inputs)`, Keras's functional call of the trunk and head; in
+    PyTorch's inference, their layers through `Layer.call` where that
+    applies (`ninlayers._torch_inference`)."""
+    if keras.backend.backend() == "torch" and not training and mask is None:
+        from ninlayers import _torch_inference
+
+        layers = _torch_inference.chain(model, inputs)
+        if layers is not None:
+            return _torch_inference.run(layers, inputs)
+    return graph(inputs, training=training, mask=mask)
 
 
 def _symbolic_build(
@@ -178,10 +197,11 @@ class NiNImageClassifier(keras.Model):
         if self.preprocessor is not None:
             inputs = self.preprocessor(inputs)
         check_image_size(inputs.shape, self.minimum_input_size)
-        outputs = super().call(inputs, training=training, mask=mask)
+        graph = super().call
+        outputs = _run_graph(self, graph, inputs, training=training, mask=mask)
         if self.test_time_flip and not training:
             mirror = keras.ops.flip(inputs, axis=2)
-            outputs = (outputs + super().call(mirror, training=training)) / 2
+            outputs = (outputs + _run_graph(self, graph, mirror, training)) / 2
         return outputs
 
     def _numpy_images(self, x: Any) -> Any:

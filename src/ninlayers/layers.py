@@ -12,7 +12,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from ninlayers import _checks
+from ninlayers import _checks, runtime
 
 __all__ = ["FusedBatchNormalization", "MaxPooling2D", "NiNBlock", "NiNClassifierHead"]
 
@@ -224,6 +224,40 @@ def _normalize(norm: FusedBatchNormalization, x: Any, training: Any) -> Any:
     return norm(x, training=training)
 
 
+def _convolve_and_normalize(
+    conv: keras.layers.Conv2D,
+    norm: FusedBatchNormalization | None,
+    x: Any,
+    training: Any,
+) -> Any:
+    """`norm(conv(x))`, or `conv(x)` without a norm. In PyTorch's inference
+    (`predict`, `evaluate`) one convolution with the batch norm folded in,
+    unless `runtime.FOLD_BATCH_NORM` is off."""
+    if (
+        norm is not None
+        and not training
+        and runtime.FOLD_BATCH_NORM
+        and keras.backend.backend() == "torch"
+    ):
+        from ninlayers import _torch_kernels
+
+        y = _torch_kernels.conv_batch_norm(conv, norm, x)
+        if y is not None:
+            return y
+    x = _convolve(conv, x, training)
+    return x if norm is None else _normalize(norm, x, training)
+
+
+def _activate(activation: Callable[..., Any], x: Any) -> Any:
+    """`activation(x)` of a block's own intermediate tensor: ReLU in place
+    on PyTorch outside autograd (one pass over memory instead of two)."""
+    if activation is keras.activations.relu and keras.backend.backend() == "torch":
+        from ninlayers import _torch_kernels
+
+        return _torch_kernels.relu(x)
+    return activation(x)
+
+
 @keras.saving.register_keras_serializable(package="ninlayers")
 class MaxPooling2D(keras.layers.MaxPooling2D):
     """`keras.layers.MaxPooling2D`, with a channels-last fast path on PyTorch.
@@ -401,11 +435,9 @@ class NiNBlock(keras.layers.Layer):
         x = inputs
         last = len(self.convs) - 1
         for index, conv in enumerate(self.convs):
-            x = _convolve(conv, x, training)
-            if self.norms[index] is not None:
-                x = _normalize(self.norms[index], x, training)
+            x = _convolve_and_normalize(conv, self.norms[index], x, training)
             if index < last or self.final_activation:
-                x = self.activation(x)
+                x = _activate(self.activation, x)
         return x
 
     def compute_output_shape(self, input_shape) -> tuple:

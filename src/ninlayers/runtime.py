@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARRAY_DATA_AUTOTUNE",
+    "FOLD_BATCH_NORM",
     "PRECISIONS",
     "STRATEGIES",
     "DataParallel",
@@ -68,6 +69,15 @@ PROCESS_ENV = (
 #: docs/performance.md). Set it to `True` for Keras's own behaviour. A
 #: dataset you pass keeps its options.
 ARRAY_DATA_AUTOTUNE = False
+
+#: Whether a NiN classifier's `predict` and `evaluate` on PyTorch fold each
+#: batch norm into the convolution before it: the moving statistics, scale
+#: and offset become the kernel's scale and the bias, once per call, where
+#: PyTorch would run a batch norm kernel on every batch (measured in
+#: docs/performance.md). Under mixed precision the probabilities then differ
+#: from `model(x)`'s by bfloat16 rounding; `False` runs the same kernels as
+#: `model(x)`. The other backends do not read it.
+FOLD_BATCH_NORM = True
 
 # Backends whose CPU kernels run bfloat16 faster than float32 where the CPU
 # has bfloat16 dot products (docs/backends.md has the measurements).
