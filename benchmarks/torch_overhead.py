@@ -7,8 +7,11 @@ batch for every repeat and the medians:
 - `plain`: plain PyTorch's NiN (the benchmark's peer), bfloat16 autocast;
 - `layer_call`: NiN's layers called with `Layer.call` directly (its own
   kernel paths, no Keras `Layer.__call__`), weights converted once;
-- `model_call`: `model(x)` under `torch.no_grad()`, weights converted once;
-- `model_call_uncached`: the same with each weight converted per call;
+- `model_call`: `model(x)` under `torch.no_grad()` inside
+  `cached_weights()`, what `predict` runs per batch (weights converted
+  once, batch norm folded, the layers through `Layer.call`);
+- `model_call_uncached`: the same outside it (each layer's
+  `Layer.__call__`, a batch norm kernel each, weights converted per call);
 - `predict`: `model.predict`.
 
     python benchmarks/torch_overhead.py --batch-size 2 --threads 1
