@@ -1,10 +1,11 @@
 """NiN's training and predict speed on the active Keras backend, per choice.
 
-For each precision (float32, mixed_bfloat16) and XLA setting (on and off;
-PyTorch: off only), a default `NiN(use_batch_norm=True)` trains one epoch and
-predicts over the same random images, alternating between the settings,
-repeat after repeat; every repeat is kept. It measured the per-backend
-defaults of `ninlayers.runtime` (docs/backends.md):
+For each precision (float32, mixed_bfloat16) and `jit_compile` setting (on
+and off: XLA, or `torch.compile` on PyTorch), a default
+`NiN(use_batch_norm=True)` trains one epoch and predicts over the same
+random images, alternating between the settings, repeat after repeat;
+every repeat is kept. It measured the per-backend defaults of
+`ninlayers.runtime` (docs/backends.md):
 
     for b in tensorflow jax torch; do
         KERAS_BACKEND=$b python benchmarks/backends.py \\
@@ -38,10 +39,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(args.images, 28, 28, 1)).astype("float32")
     y = rng.integers(0, 10, args.images)
-    jits = (False,) if backend == "torch" else (True, False)
     models = {}
     for precision in ("float32", "mixed_bfloat16"):
-        for jit in jits:
+        for jit in (True, False):
             model = ninlayers.NiN(precision=precision, use_batch_norm=True)
             model.compile(optimizer="adam", jit_compile=jit)
             model.fit(x[:128], y[:128], batch_size=64, epochs=1, verbose=0)

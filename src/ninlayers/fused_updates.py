@@ -20,7 +20,8 @@ gradient accumulation, EMA, the step counter) is unchanged, as is the
 optimizer's config and state, so saved files and checkpoints are those of
 the plain Keras optimizer. Where a kernel does not apply (other
 optimizers, AMSGrad, SGD without momentum, SGD on PyTorch, JAX, a
-`tf.distribute` strategy, mismatched dtypes), Keras's own update runs.
+`tf.distribute` strategy, `torch.compile`, mismatched dtypes), Keras's own
+update runs.
 
 `NiNImageClassifier.compile` fuses the optimizer it is given
 (`fused_updates=False` keeps Keras's update).
@@ -163,7 +164,11 @@ def _torch_adam_step(keras_update: Any) -> Any:
 
     def parallel_update_step(self, grads, variables, learning_rate):
         params = [v.value for v in variables]
-        if any(g.dtype != p.dtype for g, p in zip(grads, params, strict=True)):
+        # Under `torch.compile` the step count read as a Python float would
+        # recompile the step at every step: Keras's update compiles whole.
+        if torch.compiler.is_compiling() or any(
+            g.dtype != p.dtype for g, p in zip(grads, params, strict=True)
+        ):
             return keras_update(grads, variables, learning_rate)
         slots = [
             _keras_compat.slot_variables(self, v, "_momentums", "_velocities")
