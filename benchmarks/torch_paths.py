@@ -78,11 +78,11 @@ CHANGES: dict[str, dict[str, list[tuple]]] = {
     "weights": {
         "before": [
             (_torch_kernels, "_kernel", _kernel_cast_per_call),
-            (classifier, "_inference_weights", contextlib.nullcontext),
+            (classifier, "inference_weights", contextlib.nullcontext),
         ],
         "after": [
             (_torch_kernels, "_kernel", _torch_kernels._kernel),
-            (classifier, "_inference_weights", classifier._inference_weights),
+            (classifier, "inference_weights", classifier.inference_weights),
         ],
     },
     "folded-batch-norm": {"before": _UNFOLDED, "after": _FOLDED},

@@ -353,3 +353,23 @@ def test_predict_runs_the_models_kernels_with_folding_off(monkeypatch, fold):
     got = model.predict(x, verbose=0)
     # bfloat16 rounds the folded kernels differently from the two kernels.
     assert np.array_equal(got, expected) is not fold
+
+
+def test_a_backbones_predict_equals_its_call(monkeypatch):
+    # Features for another model: on PyTorch, batch norm folded in too.
+    backbone = NiNBackbone([(8, 3), (12, 3)], image_shape=(12, 12, 2), dtype="float32")
+    for index, layer in enumerate(backbone._flatten_layers()):
+        if isinstance(layer, FusedBatchNormalization):
+            _random_statistics(layer, index)
+    x = np.random.default_rng(10).uniform(size=(3, 12, 12, 2)).astype("float32")
+    expected = to_numpy(backbone(x, training=False))
+    norms = []
+    if keras.backend.backend() == "torch":
+        import torch
+
+        batch_norm = torch.nn.functional.batch_norm
+        spy = lambda *a, **k: norms.append(1) or batch_norm(*a, **k)  # noqa: E731
+        monkeypatch.setattr(torch.nn.functional, "batch_norm", spy)
+    got = backbone.predict(x, verbose=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert norms == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -36,3 +37,14 @@ def follow_rename(
             stacklevel=3,
         )
     return renamed[name]
+
+
+def inference_weights() -> contextlib.AbstractContextManager:
+    """On PyTorch, each weight cast and laid out once for a whole `predict`
+    or `evaluate` (`_torch_kernels.cached_weights`, which also folds batch
+    norm into convolutions), not once per batch; nothing elsewhere."""
+    if keras.backend.backend() != "torch":
+        return contextlib.nullcontext()
+    from ninlayers import _torch_kernels
+
+    return _torch_kernels.cached_weights()

@@ -10,7 +10,7 @@ from typing import Any
 import keras
 
 from ninlayers import _checks, presets, runtime, saving
-from ninlayers._utils import follow_rename
+from ninlayers._utils import follow_rename, inference_weights
 from ninlayers.layers import MaxPooling2D, NiNBlock
 
 __all__ = [
@@ -352,6 +352,12 @@ class NiNBackbone(keras.Model):
     def call(self, inputs, training=None, mask=None):
         check_image_size(inputs.shape, self.minimum_input_size, "NiNBackbone")
         return super().call(inputs, training=training, mask=mask)
+
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.predict`; on PyTorch each weight is converted once
+        per call and batch norm folded into the convolutions."""
+        with inference_weights():
+            return super().predict(x, *args, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -12,6 +11,7 @@ import keras
 
 from ninlayers import _checks, _keras_compat, _steps, presets, runtime, saving
 from ninlayers import fused_updates as _fused
+from ninlayers._utils import inference_weights
 from ninlayers.backbone import NiNBackbone, check_image_size
 from ninlayers.image_converter import NiNImageConverter
 from ninlayers.layers import NiNClassifierHead
@@ -27,16 +27,6 @@ def _default_loss_and_metrics(model: Any, loss: Any, metrics: Any) -> tuple:
             from_logits=model.output_activation is None
         )
     return loss, ["accuracy"] if metrics == "auto" else metrics
-
-
-def _inference_weights() -> contextlib.AbstractContextManager:
-    """On PyTorch, each weight cast and laid out once for a whole `predict`
-    or `evaluate` (`_torch_kernels.cached_weights`), not once per batch."""
-    if keras.backend.backend() != "torch":
-        return contextlib.nullcontext()
-    from ninlayers import _torch_kernels
-
-    return _torch_kernels.cached_weights()
 
 
 def _run_graph(
@@ -213,12 +203,12 @@ class NiNImageClassifier(keras.Model):
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.predict`; NumPy images go through the preprocessor's
         `check` (integer pixels mapped, floats range-checked if it asks)."""
-        with _inference_weights():
+        with inference_weights():
             return super().predict(self._numpy_images(x), *args, **kwargs)
 
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.evaluate`, taking images as `predict` does."""
-        with _inference_weights():
+        with inference_weights():
             return super().evaluate(self._numpy_images(x), *args, **kwargs)
 
     def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
