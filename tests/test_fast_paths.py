@@ -308,7 +308,13 @@ def _count_calls(monkeypatch, *classes) -> list[str]:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"test_time_flip": True}, {"dropout": 0.5}, {"dtype": "mixed_bfloat16"}],
+    [
+        {},
+        {"test_time_flip": True},
+        {"dropout": 0.5},
+        {"dtype": "mixed_bfloat16"},
+        {"use_batch_norm": False, "head_final_activation": True},
+    ],
     ids=str,
 )
 def test_predict_and_evaluate_equal_the_models_call(monkeypatch, kwargs):
