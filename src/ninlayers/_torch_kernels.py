@@ -200,11 +200,12 @@ def conv_batch_norm(conv: Any, norm: Any, x: Any) -> torch.Tensor | None:
     `None` outside `inference()`, or where either channels-last path does
     not apply (then the caller runs the two layers).
     """
+    if not inference():
+        return None
     x = keras.ops.convert_to_tensor(x)
     padding = _conv_padding(conv, x)
     if (
         padding is None
-        or not inference()
         or not isinstance(conv.kernel, keras.Variable)  # LoRA
         or conv.activation not in (None, keras.activations.linear)
         or getattr(conv, "quantization_mode", None) is not None
