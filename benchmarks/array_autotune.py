@@ -11,42 +11,101 @@ same arrays with the switch off (ninlayers' default) and on (Keras's own
 pipeline), printing images/s and writing every round to `--json`:
 
     python benchmarks/array_autotune.py --rounds 12 --images 1024
+
+With `--image-folder cache` or `stream`, the same over an image-folder
+pipeline (`ninlayers.app.folders.stream`, as `ninlayers train
+--image-folder` builds it, with its `autotune` argument): `--images`
+generated 28x28 grey PNGs of 4 classes in a temporary folder, decoded once
+and cached, or decoded every pass.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import ninlayers  # noqa: E402
 from ninlayers import runtime  # noqa: E402
-from ninlayers.app import artifacts, machine  # noqa: E402
+from ninlayers.app import artifacts, folders, machine  # noqa: E402
 from ninlayers.app.benchmark import benchmark_images  # noqa: E402
 
 
-def main(rounds: int, images: int, json_path: str | None) -> dict:
+def _array_epochs(images: int) -> tuple[Callable[[bool], None], str]:
     x, y, source = benchmark_images(images)
     model = ninlayers.NiN()
     model.compile()
     model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0)  # traces
-    ways = {"autotune_off": False, "autotune_on": True}
-    rates: dict[str, list[float]] = {name: [] for name in ways}
     default = runtime.ARRAY_DATA_AUTOTUNE
-    try:
+
+    def epoch(autotune: bool) -> None:
+        runtime.ARRAY_DATA_AUTOTUNE = autotune
+        try:
+            model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+        finally:
+            runtime.ARRAY_DATA_AUTOTUNE = default
+
+    return epoch, source
+
+
+@contextlib.contextmanager
+def _folder_epochs(
+    images: int, cache: bool
+) -> Iterator[tuple[Callable[[bool], None], str]]:
+    from image_folder import generate  # benchmarks/image_folder.py
+
+    with tempfile.TemporaryDirectory() as tmp:
+        listed = folders.list_folder(generate(Path(tmp), images, 28, 1))
+        sets = {
+            autotune: folders.stream(
+                listed,
+                (28, 28),
+                1,
+                64,
+                shuffle=True,
+                seed=0,
+                augment=True,
+                cache=cache,
+                autotune=autotune,
+            )
+            for autotune in (False, True)
+        }
+        model = ninlayers.NiN(num_classes=4)
+        model.compile()
+        for ds in sets.values():
+            model.fit(ds, epochs=1, verbose=0)  # traces, fills the caches
+        kind = "cached" if cache else "decoded every pass"
+        yield (
+            lambda autotune: model.fit(sets[autotune], epochs=1, verbose=0),
+            f"{images} generated 28x28 PNGs, {kind}",
+        )
+
+
+def main(
+    rounds: int, images: int, json_path: str | None, image_folder: str | None = None
+) -> dict:
+    with contextlib.ExitStack() as stack:
+        if image_folder is None:
+            epoch, source = _array_epochs(images)
+        else:
+            folder = _folder_epochs(images, image_folder == "cache")
+            epoch, source = stack.enter_context(folder)
+        ways = {"autotune_off": False, "autotune_on": True}
+        rates: dict[str, list[float]] = {name: [] for name in ways}
         for round_ in range(rounds):
             for name, autotune in ways.items():
-                runtime.ARRAY_DATA_AUTOTUNE = autotune
                 start = time.perf_counter()
-                model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+                epoch(autotune)
                 rates[name].append(images / (time.perf_counter() - start))
             print(round_, {k: round(v[-1]) for k, v in rates.items()}, flush=True)
-    finally:
-        runtime.ARRAY_DATA_AUTOTUNE = default
     result = {
         "machine": machine.describe(),
         "data": source,
@@ -70,5 +129,6 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--image-folder", choices=["cache", "stream"])
     args = parser.parse_args()
-    main(args.rounds, args.images, args.json)
+    main(args.rounds, args.images, args.json, args.image_folder)

@@ -42,6 +42,19 @@ def test_a_stream_decodes_files_as_batches_are_asked_for(tmp_path, reads):
     assert 4 <= len(reads) < 100
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_stream_turns_tf_data_autotuning_off_unless_asked(tmp_path, cache):
+    listed = folders.list_folder(make_folder(tmp_path / "f"))
+    batches = {}
+    for autotune in (False, True):
+        ds = folders.stream(listed, (12, 12), 1, 5, cache=cache, autotune=autotune)
+        assert ds.options().autotune.enabled is autotune
+        batches[autotune] = [(x.numpy(), y.numpy()) for x, y in ds]
+    for off, on in zip(batches[False], batches[True], strict=True):
+        np.testing.assert_array_equal(off[0], on[0])
+        np.testing.assert_array_equal(off[1], on[1])
+
+
 @pytest.mark.parametrize("cache, passes_read", [(True, 1), (False, 2)])
 def test_a_folder_is_cached_only_when_asked_or_it_fits(
     tmp_path, reads, monkeypatch, cache, passes_read

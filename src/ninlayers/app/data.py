@@ -40,6 +40,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_image_folder",
     "make_dataset",
+    "prefetched",
     "read_idx",
 ]
 
@@ -381,6 +382,31 @@ def make_dataset(
         return (x, *rest) if rest else x
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return prefetched(ds, autotune)
+
+
+def prefetched(ds: tf.data.Dataset, autotune: bool = False) -> tf.data.Dataset:
+    """`ds` prefetched, with `tf.data`'s autotuning only if `autotune`.
+
+    With autotuning on, about half of the epochs of a small CPU's `fit` ran
+    at one fixed slow rate (docs/performance.md); off, `AUTOTUNE` settings
+    take fixed defaults (the cores for parallel calls).
+
+    Args:
+        ds: tf.data.Dataset.
+        autotune: bool. Defaults to `False`.
+
+    Returns:
+        tf.data.Dataset.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> prefetched(tf.data.Dataset.range(3)).options().autotune.enabled
+    False
+    """
+    import tensorflow as tf
+
     options = tf.data.Options()
     options.autotune.enabled = _checks.boolean("autotune", autotune)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)

@@ -137,6 +137,7 @@ def stream(
     cache: bool | None = None,
     shard: tuple[int, int] | None = None,
     drop_remainder: bool = False,
+    autotune: bool = False,
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of `(float images in [0, 1], labels)`.
 
@@ -157,6 +158,8 @@ def stream(
             the `index`-th, chosen before any is read: one worker's share
             under several workers.
         drop_remainder: bool. Drop each pass's last partial batch.
+        autotune: bool. Let `tf.data` autotune the decoding's parallelism
+            and the buffers (`data.prefetched`). Defaults to `False`.
 
     Returns:
         tf.data.Dataset.
@@ -187,7 +190,7 @@ def stream(
         return (transform(x) if transform is not None else x), y
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return data.prefetched(ds, autotune)
 
 
 @contextlib.contextmanager
