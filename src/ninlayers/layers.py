@@ -250,7 +250,7 @@ def _convolve_and_normalize(
 
 def _activate(activation: Callable[..., Any], x: Any) -> Any:
     """`activation(x)` of a block's own intermediate tensor: ReLU in place
-    on PyTorch outside autograd (one pass over memory instead of two)."""
+    on PyTorch outside autograd (no new tensor to allocate and fill)."""
     if activation is keras.activations.relu and keras.backend.backend() == "torch":
         from ninlayers import _torch_kernels
 

@@ -70,13 +70,13 @@ PROCESS_ENV = (
 #: dataset you pass keeps its options.
 ARRAY_DATA_AUTOTUNE = False
 
-#: Whether a NiN classifier's `predict` and `evaluate` on PyTorch fold each
-#: batch norm into the convolution before it: the moving statistics, scale
-#: and offset become the kernel's scale and the bias, once per call, where
-#: PyTorch would run a batch norm kernel on every batch (measured in
-#: docs/performance.md). Under mixed precision the probabilities then differ
-#: from `model(x)`'s by bfloat16 rounding; `False` runs the same kernels as
-#: `model(x)`. The other backends do not read it.
+#: Whether `predict` and `evaluate` of a NiN classifier (and a backbone's
+#: `predict`) on PyTorch fold each batch norm into the convolution before
+#: it: the moving statistics, scale and offset become the kernel's scale and
+#: the bias, once per call, where PyTorch would run a batch norm kernel on
+#: every batch (measured in docs/performance.md). Under mixed precision the
+#: probabilities then differ from `model(x)`'s by bfloat16 rounding; `False`
+#: runs the same kernels as `model(x)`. The other backends do not read it.
 FOLD_BATCH_NORM = True
 
 # Backends whose CPU kernels run bfloat16 faster than float32 where the CPU

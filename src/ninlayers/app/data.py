@@ -389,8 +389,8 @@ def prefetched(ds: tf.data.Dataset, autotune: bool = False) -> tf.data.Dataset:
     """`ds` prefetched, with `tf.data`'s autotuning only if `autotune`.
 
     With autotuning on, about half of the epochs of a small CPU's `fit` ran
-    at one fixed slow rate (docs/performance.md); off, `AUTOTUNE` settings
-    take fixed defaults (the cores for parallel calls).
+    at one fixed slow rate (docs/performance.md); off, `AUTOTUNE` values
+    take `tf.data`'s fixed defaults.
 
     Args:
         ds: tf.data.Dataset.
