@@ -287,6 +287,11 @@ def _classifier(dropout: float = 0.0, dtype: str = "float32", **kwargs):
 
     architecture = [(8, 3, 2, "same", 3, 2, dropout), (12, 3)]
     model = NiN(architecture=architecture, num_classes=4, dtype=dtype, **kwargs)
+    return _with_random_statistics(model)
+
+
+def _with_random_statistics(model: keras.Model) -> keras.Model:
+    """`model`, each of its batch norms given its own random statistics."""
     for index, layer in enumerate(model._flatten_layers()):
         if isinstance(layer, FusedBatchNormalization):
             _random_statistics(layer, index)
@@ -363,10 +368,9 @@ def test_predict_runs_the_models_kernels_with_folding_off(monkeypatch, fold):
 
 def test_a_backbones_predict_equals_its_call(monkeypatch):
     # Features for another model: on PyTorch, batch norm folded in too.
-    backbone = NiNBackbone([(8, 3), (12, 3)], image_shape=(12, 12, 2), dtype="float32")
-    for index, layer in enumerate(backbone._flatten_layers()):
-        if isinstance(layer, FusedBatchNormalization):
-            _random_statistics(layer, index)
+    backbone = _with_random_statistics(
+        NiNBackbone([(8, 3), (12, 3)], image_shape=(12, 12, 2), dtype="float32")
+    )
     x = np.random.default_rng(10).uniform(size=(3, 12, 12, 2)).astype("float32")
     expected = to_numpy(backbone(x, training=False))
     norms = []

@@ -179,6 +179,19 @@ def conv2d(layer: Any, x: torch.Tensor) -> torch.Tensor | None:
     bias = None
     if layer.use_bias:
         bias = _converted(layer.bias, dtype, lambda value: value.to(dtype))
+    y = _convolve(layer, x, kernel, bias, padding)
+    return y if layer.activation is None else layer.activation(y)
+
+
+def _convolve(
+    layer: Any,
+    x: torch.Tensor,
+    kernel: torch.Tensor,
+    bias: torch.Tensor | None,
+    padding: tuple[int, int],
+) -> torch.Tensor:
+    """PyTorch's convolution of the NHWC `x` with `layer`'s strides and
+    dilation, on its channels-last view, as an NHWC tensor."""
     y = F.conv2d(
         _nchw(x),
         kernel,
@@ -187,8 +200,7 @@ def conv2d(layer: Any, x: torch.Tensor) -> torch.Tensor | None:
         padding,
         tuple(layer.dilation_rate),
     )
-    y = _nhwc(y)
-    return y if layer.activation is None else layer.activation(y)
+    return _nhwc(y)
 
 
 def conv_batch_norm(conv: Any, norm: Any, x: Any) -> torch.Tensor | None:
@@ -237,15 +249,7 @@ def conv_batch_norm(conv: Any, norm: Any, x: Any) -> torch.Tensor | None:
 
     key = ("batch_norm", id(conv), id(norm), x.dtype)
     kernel, bias = _cached(key, tuple(weights.values()), fold)
-    y = F.conv2d(
-        _nchw(x),
-        kernel,
-        bias,
-        tuple(conv.strides),
-        padding,
-        tuple(conv.dilation_rate),
-    )
-    return _nhwc(y)
+    return _convolve(conv, x, kernel, bias, padding)
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
