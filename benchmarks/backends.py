@@ -26,7 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ninlayers  # noqa: E402
-from ninlayers.app import artifacts  # noqa: E402
+from ninlayers.app import artifacts, machine  # noqa: E402
 
 
 def main() -> None:
@@ -65,7 +65,13 @@ def main() -> None:
         )
     if args.json:
         artifacts.write_json(
-            args.json, {"backend": backend, "images": args.images, "results": results}
+            args.json,
+            {
+                "machine": machine.describe(),
+                "backend": backend,
+                "images": args.images,
+                "results": results,
+            },
         )
 
 
