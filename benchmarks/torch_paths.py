@@ -20,6 +20,9 @@ and prints every repeat, the medians and their ratios. The changes:
   through `Layer.call` (`ninlayers._torch_inference`), against Keras's
   functional call of each layer's `Layer.__call__`.
 - `inference`: the last two together, against neither.
+- `plan`: in `predict` and `evaluate`, the trunk and the head's block run
+  as a plan of PyTorch calls made once while no weight changes
+  (`ninlayers._torch_inference._plan`), against each block's `Layer.call`.
 
     python benchmarks/torch_paths.py --change weights --json weights.json
 """
@@ -88,6 +91,10 @@ CHANGES: dict[str, dict[str, list[tuple]]] = {
     "folded-batch-norm": {"before": _UNFOLDED, "after": _FOLDED},
     "layer-call": {"before": _FUNCTIONAL, "after": _LAYER_CALL},
     "inference": {"before": _UNFOLDED + _FUNCTIONAL, "after": _FOLDED + _LAYER_CALL},
+    "plan": {
+        "before": [(_torch_inference, "_plan", lambda layers, x: None)],
+        "after": [(_torch_inference, "_plan", _torch_inference._plan)],
+    },
 }
 
 
@@ -96,6 +103,12 @@ def main() -> None:
     parser.add_argument("--change", choices=sorted(CHANGES), required=True)
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument(
+        "--predict-batch-size",
+        type=int,
+        default=32,
+        help="predict's batch size, for both (Keras's default: 32)",
+    )
     parser.add_argument("--json", help="write every repeat here")
     args = parser.parse_args()
     ways = CHANGES[args.change]
@@ -108,10 +121,12 @@ def main() -> None:
     x_nchw = torch.from_numpy(x).permute(0, 3, 1, 2)
 
     def plain() -> None:
-        predict_all(net, x_nchw)
+        predict_all(net, x_nchw, args.predict_batch_size)
 
     tasks = {
-        "predict": lambda: model.predict(x, verbose=0),
+        "predict": lambda: model.predict(
+            x, batch_size=args.predict_batch_size, verbose=0
+        ),
         "fit": lambda: model.fit(x, y, batch_size=64, epochs=1, verbose=0),
     }
     rates: dict[str, list[float]] = {"plain_torch_predict": []}
@@ -158,6 +173,7 @@ def _report(args: argparse.Namespace, rates: dict[str, list[float]], tasks) -> N
             "machine": machine.describe(),
             "change": args.change,
             "images": args.images,
+            "predict_batch_size": args.predict_batch_size,
             "images_per_second": rates,
             "medians": medians,
             "ratios": ratios,

@@ -282,10 +282,13 @@ def test_folded_batch_norm_is_kept_until_a_weight_changes(monkeypatch):
         assert fold() is None  # training
 
 
-def _classifier(dropout: float = 0.0, dtype: str = "float32", **kwargs):
+def _classifier(
+    dropout: float = 0.0, dtype: str = "float32", architecture=None, **kwargs
+):
     from ninlayers import NiN
 
-    architecture = [(8, 3, 2, "same", 3, 2, dropout), (12, 3)]
+    # The first block's "same" padding at stride 2 is asymmetric on 28x28.
+    architecture = architecture or [(8, 3, 2, "same", 3, 2, dropout), (12, 3)]
     model = NiN(architecture=architecture, num_classes=4, dtype=dtype, **kwargs)
     return _with_random_statistics(model)
 
@@ -350,6 +353,68 @@ def test_predict_takes_keras_call_where_a_layer_asks_for_it(monkeypatch):
     x = np.random.default_rng(8).uniform(size=(2, 28, 28, 1)).astype("float32")
     model.predict(x, verbose=0)
     assert "block2" in calls
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's path")
+@pytest.mark.parametrize(
+    ("kwargs", "planned"),
+    [
+        ({}, True),
+        ({"dtype": "mixed_bfloat16", "head_final_activation": True}, True),
+        (
+            {
+                "use_batch_norm": False,
+                "architecture": [(8, 3, 1, "same", 3, 2, 0.5), (12, 3, 2, "valid")],
+            },
+            True,
+        ),
+        ({"activation": "gelu"}, False),
+        ({"architecture": [(8, 3, 2, "same"), (12, 3)]}, False),
+    ],
+    ids=str,
+)
+def test_predict_runs_a_plan_where_every_block_allows_it(monkeypatch, kwargs, planned):
+    # The trunk and the head's block as PyTorch's calls, no block's `call`;
+    # another activation than ReLU, or padding PyTorch's kernel cannot take,
+    # runs the blocks' own calls.
+    kwargs = {"architecture": [(8, 3, 1, "same", 3, 2), (12, 3, 2, "valid")], **kwargs}
+    model = _classifier(**kwargs)
+    x = np.random.default_rng(11).uniform(size=(5, 28, 28, 1)).astype("float32")
+    expected = to_numpy(model(x, training=False))
+    calls = []
+    block_call = NiNBlock.call
+    spy = lambda self, *a, **k: calls.append(self.name) or block_call(self, *a, **k)  # noqa: E731
+    monkeypatch.setattr(NiNBlock, "call", spy)
+    got = model.predict(x, batch_size=2, verbose=0)
+    tolerance = 1e-5 if model.compute_dtype == "float32" else 1e-2
+    np.testing.assert_allclose(got, expected, atol=tolerance)
+    assert (calls == []) is planned
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's path")
+def test_a_plan_is_made_once_and_its_weights_again_when_one_changes(monkeypatch):
+    import torch
+
+    from ninlayers import _torch_inference, _torch_kernels
+
+    model = _classifier(architecture=[(8, 3), (12, 3)])
+    layers = model.layers[1:]
+    x = torch.rand(3, 28, 28, 1)
+    structures = []
+    structure = _torch_inference._structure
+    spy = lambda *a: structures.append(1) or structure(*a)  # noqa: E731
+    monkeypatch.setattr(_torch_inference, "_structure", spy)
+    with torch.no_grad(), _torch_kernels.cached_weights():
+        first = _torch_inference._plan(layers, x)
+        assert _torch_inference._plan(layers, x) is first
+        model.get_layer("block2").norms[0].moving_mean.assign(np.ones(12, "float32"))
+        changed = _torch_inference._plan(layers, x[:1])  # the batch size: same plan
+        assert changed is not first and len(changed) == len(first)
+        expected = to_numpy(model(x, training=False))
+        np.testing.assert_allclose(
+            to_numpy(_torch_inference.run(layers, x)), expected, atol=1e-5
+        )
+    assert structures == [1]
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's path")

@@ -160,16 +160,23 @@ def test_symbolic_build_builds_metrics_and_optimizer_from_a_spec():
         _keras_compat.symbolic_build(object(), None, spec)
 
 
-def test_uncast_value_reads_a_variable_as_stored_inside_an_autocast_scope():
-    variable = keras.Variable(np.full((2,), 1.5, "float32"))
+def test_uncast_values_read_variables_as_stored_inside_an_autocast_scope():
+    variables = [keras.Variable(np.full((2,), x, "float32")) for x in (1.5, 2.5)]
     with keras.src.backend.AutocastScope("bfloat16"):
-        assert keras.backend.standardize_dtype(variable.value.dtype) == "bfloat16"
-        value = _keras_compat.uncast_value(variable)
-    assert keras.backend.standardize_dtype(value.dtype) == "float32"
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(value), [1.5, 1.5])
+        assert keras.backend.standardize_dtype(variables[0].value.dtype) == "bfloat16"
+        values = _keras_compat.uncast_values(variables)
+    assert [keras.backend.standardize_dtype(v.dtype) for v in values] == ["float32"] * 2
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(values[1]), [2.5, 2.5])
 
 
-def test_uncast_value_fails_loudly_without_keras_autocast_scope(monkeypatch):
+def test_uncast_values_read_a_stateless_scopes_values():
+    variable = keras.Variable(np.zeros(2, "float32"))
+    with keras.StatelessScope(state_mapping=[(variable, np.ones(2, "float32"))]):
+        (value,) = _keras_compat.uncast_values([variable])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(value), [1.0, 1.0])
+
+
+def test_uncast_values_fail_loudly_without_keras_autocast_scope(monkeypatch):
     monkeypatch.delattr(keras.src.backend, "AutocastScope")
     with pytest.raises(RuntimeError, match="AutocastScope"):
-        _keras_compat.uncast_value(keras.Variable(np.zeros(2, "float32")))
+        _keras_compat.uncast_values([keras.Variable(np.zeros(2, "float32"))])

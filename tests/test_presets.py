@@ -1,5 +1,6 @@
 """Presets: named NiNs in one line, offline; the default learns every seed."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -175,9 +176,12 @@ def test_the_pretrained_preset_reaches_its_accuracy_offline_on_raw_pixels(name):
     dtype, first_class, accuracy = out.split()[-3:]
     assert (dtype, first_class) == ("uint8", "T-shirt/top")
     # As measured when the weights were made (docs/presets.md), to within
-    # a few images of bfloat16 rounding.
+    # a few images of bfloat16 rounding; PyTorch's predict folds batch norm
+    # into the kernels, rounded to bfloat16 once where TensorFlow rounds
+    # twice (`fashion_mnist_narrow`: 0.9403 for 0.9397).
     expected = presets.get(name).metrics["test_accuracy"]
-    assert float(accuracy) == pytest.approx(expected, abs=0.0005)
+    tolerance = 0.001 if keras.backend.backend() == "torch" else 0.0005
+    assert float(accuracy) == pytest.approx(expected, abs=tolerance)
 
 
 def test_the_old_preset_names_build_the_renamed_presets_with_a_warning():

@@ -47,12 +47,15 @@ tests/test_keras_compat.py checks that each internal still exists.
 - `keras.src.backend.AutocastScope(None)`: reads a variable as stored
   inside a layer's mixed-precision scope (where a read is a cast copy), so
   that `ninlayers._torch_kernels.cached_weights` can tell, by the stored
-  tensor and its version counter, whether a converted weight still holds.
+  tensor and its version counter, whether a converted weight still holds;
+  outside `keras.src.backend.in_stateless_scope()`, `Variable._value` is
+  that tensor, read without `value`'s checks.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -241,14 +244,24 @@ def slot_variables(
     return [getattr(optimizer, name)[index] for name in lists]
 
 
-def uncast_value(variable: Any) -> Any:
-    """`variable.value` in the variable's own dtype, even inside a layer's
-    mixed-precision scope (where reading it gives a cast copy)."""
+def uncast_values(variables: Sequence[Any]) -> list[Any]:
+    """Each `variable.value` in the variable's own dtype, even inside a
+    layer's mixed-precision scope (where reading it gives a cast copy).
+
+    Outside a stateless scope that is the tensor each variable holds
+    (`Variable._value`), read without `value`'s per-variable scope checks:
+    a batch of PyTorch's inference checks its weights' dozens of variables.
+    """
     scope = getattr(keras.src.backend, "AutocastScope", None)
-    if scope is None:
-        raise _missing("keras.src.backend.AutocastScope")
+    in_stateless_scope = getattr(keras.src.backend, "in_stateless_scope", None)
+    if scope is None or in_stateless_scope is None:
+        raise _missing("keras.src.backend.AutocastScope and in_stateless_scope")
+    if not in_stateless_scope():
+        held = [getattr(variable, "_value", None) for variable in variables]
+        if all(value is not None for value in held):
+            return held
     with scope(None):
-        return variable.value
+        return [variable.value for variable in variables]
 
 
 def torch_update(optimizer: keras.optimizers.Optimizer) -> Any:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import torch
@@ -106,12 +106,26 @@ def inference() -> bool:
     )
 
 
+def kept(key: tuple, make: Callable[[], Any]) -> Any:
+    """`make()`, once per key inside one `cached_weights()` context (one
+    `predict` or `evaluate`): for what depends on no weight's value."""
+    cache = _CACHE.get()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """PyTorch's dtype of a Keras dtype name."""
+    return getattr(torch, keras.backend.standardize_dtype(name))
+
+
 def _cached(key: tuple, variables: Sequence[Any], make: Callable[..., Any]) -> Any:
     """`make` of the variables' values as stored, kept in the cache while
     each variable still holds the same tensor, not written since (its
     version counter, which every assignment and optimizer step moves)."""
     cache = _CACHE.get()
-    values = [_keras_compat.uncast_value(variable) for variable in variables]
+    values = _keras_compat.uncast_values(variables)
     held = cache.get(key)
     if held is not None and all(
         old[0] is variable and old[1] is value and old[2] == value._version
@@ -153,14 +167,14 @@ def _kernel(kernel: Any, dtype: torch.dtype) -> torch.Tensor:
     return _converted(kernel, dtype, convert)
 
 
-def _conv_padding(layer: Any, x: Any) -> tuple[int, int] | None:
-    """The padding PyTorch's kernel takes for a `keras.layers.Conv2D` on
-    the NHWC tensor `x`; `None` where the channels-last path does not apply."""
-    if layer.data_format != "channels_last" or layer.groups != 1 or x.ndim != 4:
+def _conv_padding(layer: Any, shape: Sequence[int | None]) -> tuple[int, int] | None:
+    """The padding PyTorch's kernel takes for a `keras.layers.Conv2D` on an
+    NHWC input of `shape`; `None` where the channels-last path does not apply."""
+    if layer.data_format != "channels_last" or layer.groups != 1 or len(shape) != 4:
         return None
     return _padding(
         layer.padding,
-        x.shape[1:3],
+        shape[1:3],
         layer.kernel_size,
         layer.strides,
         tuple(layer.dilation_rate),
@@ -170,7 +184,7 @@ def _conv_padding(layer: Any, x: Any) -> tuple[int, int] | None:
 def conv2d(layer: Any, x: torch.Tensor) -> torch.Tensor | None:
     """A channels-last `keras.layers.Conv2D`'s convolution, bias and
     activation on an NHWC tensor; `None` where this path does not apply."""
-    padding = _conv_padding(layer, x)
+    padding = _conv_padding(layer, x.shape)
     if padding is None:
         return None
     x = keras.ops.convert_to_tensor(x)
@@ -203,52 +217,88 @@ def _convolve(
     return _nhwc(y)
 
 
-def conv_batch_norm(conv: Any, norm: Any, x: Any) -> torch.Tensor | None:
-    """Inference's `norm(conv(x))` as one convolution, the batch norm folded in.
+class _Shaped(NamedTuple):
+    """What `FusedBatchNormalization._fused_backend` reads of a tensor."""
 
-    The moving statistics, scale and offset become the kernel's scale and
-    the bias (in float32, then cast to `x`'s dtype), once while none of the
-    weights changes, where oneDNN would run a batch norm on every batch.
-    `None` outside `inference()`, or where either channels-last path does
-    not apply (then the caller runs the two layers).
-    """
-    if not inference():
-        return None
-    x = keras.ops.convert_to_tensor(x)
-    padding = _conv_padding(conv, x)
+    shape: Sequence[int | None]
+
+
+def inference_unit(
+    conv: Any, norm: Any, shape: Sequence[int | None], dtype: torch.dtype
+) -> tuple[tuple[int, int], dict[str, Any]] | None:
+    """Where inference's `norm(conv(x))`, or `conv(x)` without a `norm`, of
+    an NHWC `dtype` input of `shape` runs as one PyTorch convolution: its
+    padding and the variables `fold` reads, by name; `None` where the layers
+    must run (LoRA, a quantized kernel, a convolution activation, padding
+    PyTorch cannot take, a batch norm off the torch path)."""
+    padding = _conv_padding(conv, shape)
     if (
         padding is None
         or not isinstance(conv.kernel, keras.Variable)  # LoRA
         or conv.activation not in (None, keras.activations.linear)
         or getattr(conv, "quantization_mode", None) is not None
-        or not norm.built
-        or norm._fused_backend(x, None) != "torch"
-        or keras.backend.standardize_dtype(x.dtype) != norm.compute_dtype
+        or keras.backend.standardize_dtype(dtype) != conv.compute_dtype
     ):
         return None
-    weights = {
-        "kernel": conv.kernel,
-        "mean": norm.moving_mean,
-        "variance": norm.moving_variance,
-    }
+    weights = {"kernel": conv.kernel}
     if conv.use_bias:
         weights["bias"] = conv.bias
+    if norm is None:
+        return padding, weights
+    if (
+        not norm.built
+        or norm._fused_backend(_Shaped(shape), None) != "torch"
+        or norm.compute_dtype != conv.compute_dtype
+    ):
+        return None
+    weights.update(mean=norm.moving_mean, variance=norm.moving_variance)
     if norm.scale:
         weights["gamma"] = norm.gamma
     if norm.center:
         weights["beta"] = norm.beta
+    return padding, weights
+
+
+def fold(
+    norm: Any, dtype: torch.dtype, **values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """PyTorch's channels-last `dtype` weight and bias of one convolution
+    from the variables' values `inference_unit` names, with `norm` (or
+    `None`) folded in: its moving statistics, scale and offset become the
+    kernel's scale and the bias, computed in float32, then cast."""
+    w = {name: value.float() for name, value in values.items()}
+    kernel, bias = w["kernel"], w.get("bias")
+    if norm is not None:
+        scale = torch.rsqrt(w["variance"] + norm.epsilon) * w.get("gamma", 1.0)
+        bias = (w.get("bias", 0.0) - w["mean"]) * scale + w.get("beta", 0.0)
+        kernel = kernel * scale
+    kernel = kernel.to(dtype).permute(3, 2, 0, 1)
+    kernel = kernel.contiguous(memory_format=torch.channels_last)
+    return kernel, None if bias is None else bias.to(dtype)
+
+
+def conv_batch_norm(conv: Any, norm: Any, x: Any) -> torch.Tensor | None:
+    """Inference's `norm(conv(x))` as one convolution, the batch norm folded in.
+
+    The folded kernel and bias (`fold`) are kept while none of the weights
+    changes, where oneDNN would run a batch norm on every batch. `None`
+    outside `inference()`, or where either channels-last path does not
+    apply (then the caller runs the two layers).
+    """
+    if not inference():
+        return None
+    x = keras.ops.convert_to_tensor(x)
+    unit = inference_unit(conv, norm, x.shape, x.dtype)
+    if unit is None:
+        return None
+    padding, weights = unit
     names = tuple(weights)
 
-    def fold(*values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        w = {name: value.float() for name, value in zip(names, values, strict=True)}
-        scale = torch.rsqrt(w["variance"] + norm.epsilon) * w.get("gamma", 1.0)
-        shift = (w.get("bias", 0.0) - w["mean"]) * scale + w.get("beta", 0.0)
-        kernel = (w["kernel"] * scale).to(x.dtype).permute(3, 2, 0, 1)
-        kernel = kernel.contiguous(memory_format=torch.channels_last)
-        return kernel, shift.to(x.dtype)
+    def make(*values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return fold(norm, x.dtype, **dict(zip(names, values, strict=True)))
 
     key = ("batch_norm", id(conv), id(norm), x.dtype)
-    kernel, bias = _cached(key, tuple(weights.values()), fold)
+    kernel, bias = _cached(key, tuple(weights.values()), make)
     return _convolve(conv, x, kernel, bias, padding)
 
 
@@ -304,14 +354,24 @@ def update_moving(layer: Any, mean: torch.Tensor, variance: torch.Tensor) -> Non
 def max_pool(layer: Any, x: torch.Tensor) -> torch.Tensor | None:
     """A channels-last `keras.layers.MaxPooling2D` on an NHWC tensor; `None`
     where this path does not apply."""
-    if layer.data_format != "channels_last" or x.ndim != 4:
+    padding = pool_padding(layer, x.shape)
+    if padding is None:
+        return None
+    y = F.max_pool2d(_nchw(x), tuple(layer.pool_size), tuple(layer.strides), padding)
+    return _nhwc(y)
+
+
+def pool_padding(layer: Any, shape: Sequence[int | None]) -> tuple[int, int] | None:
+    """The padding PyTorch's max pooling takes for a channels-last
+    `keras.layers.MaxPooling2D` on an NHWC input of `shape`; `None` where
+    PyTorch's kernel cannot pool as Keras does."""
+    if layer.data_format != "channels_last" or len(shape) != 4:
         return None
     padding = _padding(
-        layer.padding, x.shape[1:3], layer.pool_size, layer.strides, (1, 1)
+        layer.padding, shape[1:3], layer.pool_size, layer.strides, (1, 1)
     )
     if padding is None or any(
         2 * p > k for p, k in zip(padding, layer.pool_size, strict=True)
     ):
         return None
-    y = F.max_pool2d(_nchw(x), tuple(layer.pool_size), tuple(layer.strides), padding)
-    return _nhwc(y)
+    return padding
