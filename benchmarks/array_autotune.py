@@ -12,6 +12,9 @@ pipeline), printing images/s and writing every round to `--json`:
 
     python benchmarks/array_autotune.py --rounds 12 --images 1024
 
+With `--predict`, `predict` of the same arrays (batch 32, Keras's
+default) instead of `fit` epochs.
+
 With `--image-folder cache` or `stream`, the same over an image-folder
 pipeline (`ninlayers.app.folders.stream`, as `ninlayers train
 --image-folder` builds it, with its `autotune` argument): `--images`
@@ -56,6 +59,23 @@ def _array_epochs(images: int) -> tuple[Callable[[bool], None], str]:
     return epoch, source
 
 
+def _array_predicts(images: int) -> tuple[Callable[[bool], None], str]:
+    x, _, source = benchmark_images(images)
+    model = ninlayers.NiN()
+    model.compile()
+    model.predict(x[:64], verbose=0)  # traces
+    default = runtime.ARRAY_DATA_AUTOTUNE
+
+    def predict(autotune: bool) -> None:
+        runtime.ARRAY_DATA_AUTOTUNE = autotune
+        try:
+            model.predict(x, verbose=0)
+        finally:
+            runtime.ARRAY_DATA_AUTOTUNE = default
+
+    return predict, source
+
+
 @contextlib.contextmanager
 def _folder_epochs(
     images: int, cache: bool
@@ -90,10 +110,16 @@ def _folder_epochs(
 
 
 def main(
-    rounds: int, images: int, json_path: str | None, image_folder: str | None = None
+    rounds: int,
+    images: int,
+    json_path: str | None,
+    image_folder: str | None = None,
+    predict: bool = False,
 ) -> dict:
     with contextlib.ExitStack() as stack:
-        if image_folder is None:
+        if predict:
+            epoch, source = _array_predicts(images)
+        elif image_folder is None:
             epoch, source = _array_epochs(images)
         else:
             folder = _folder_epochs(images, image_folder == "cache")
@@ -109,6 +135,7 @@ def main(
     result = {
         "machine": machine.describe(),
         "data": source,
+        "task": "predict" if predict else "fit",
         "images": images,
         "rounds": rates,
         "medians": {name: statistics.median(v) for name, v in rates.items()},
@@ -130,5 +157,6 @@ if __name__ == "__main__":
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--json", default=None)
     parser.add_argument("--image-folder", choices=["cache", "stream"])
+    parser.add_argument("--predict", action="store_true", help="predict, not fit")
     args = parser.parse_args()
-    main(args.rounds, args.images, args.json, args.image_folder)
+    main(args.rounds, args.images, args.json, args.image_folder, args.predict)

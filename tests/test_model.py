@@ -1,5 +1,6 @@
 """Tests of the NiN model: architecture, shapes, training step, XLA."""
 
+import functools
 import json
 import textwrap
 
@@ -410,6 +411,46 @@ def test_arrays_are_fed_without_tf_data_autotuning_unless_asked(monkeypatch, aut
     else:
         assert [applied for applied, _ in read] == [True, True, False]
         assert [o.autotune.enabled for _, o in read] == [False, False, None]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data")
+@pytest.mark.parametrize("autotune", [False, True])
+def test_predict_reads_arrays_without_tf_data_autotuning_unless_asked(
+    monkeypatch, autotune
+):
+    import tensorflow as tf
+
+    from ninlayers import runtime
+
+    monkeypatch.setattr(runtime, "ARRAY_DATA_AUTOTUNE", autotune)
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL)
+    x, _, _ = _data(21)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    given = []
+    predict = keras.Model.predict
+
+    @functools.wraps(predict)  # Keras's signature, which `predict` reads
+    def spy(self, x, *args, **kwargs):
+        given.append((x, args, kwargs))
+        return predict(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "predict", spy)
+    got = model.predict(x, 8, verbose=0)  # batch size as Keras's second argument
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    own = tf.data.Dataset.from_tensor_slices(x).batch(4)
+    model.predict(own, verbose=0)
+    model.predict(x, steps=1, verbose=0)
+    (arrays, args, kwargs), (dataset, _, _), (stepped, _, _) = given
+    assert dataset is own and stepped is x  # the caller's own pipeline; steps
+    if autotune:
+        assert arrays is x and args == (8,)  # Keras's own reading
+        return
+    assert isinstance(arrays, tf.data.Dataset) and (args, kwargs) == (
+        (),
+        {"verbose": 0},
+    )
+    assert arrays.options().autotune.enabled is False
+    assert [len(batch) for batch in arrays] == [8, 8, 5]
 
 
 def test_short_fit_on_a_learnable_task_lowers_the_loss():

@@ -23,7 +23,9 @@ tests/test_keras_compat.py checks that each internal still exists.
 - `TFEpochIterator._distributed_dataset`: the dataset an epoch iterator
   reads, whose `element_spec` gives that batch's shapes without taking one,
   and which `set_array_dataset_options` replaces by itself with options.
-- `keras.src.trainers.data_adapters.ArrayDataAdapter`, the class of an
+- `keras.src.trainers.data_adapters.ArrayDataAdapter`: `predict`'s
+  pipeline for arrays (`get_tf_dataset`), built before Keras would, and
+  the class of an
   epoch iterator's `data_adapter` when Keras built its dataset from arrays
   (rather than taking the caller's own dataset or generator).
 - `Model._distribute_strategy`: the `tf.distribute` strategy the TensorFlow
@@ -134,6 +136,21 @@ def set_array_dataset_options(iterator: Any, options: Any) -> bool:
         return False
     iterator._distributed_dataset = dataset.with_options(options)
     return True
+
+
+def array_dataset(x: Any, batch_size: int | None) -> Any:
+    """The `tf.data` pipeline Keras's TensorFlow trainer builds for
+    `predict`'s arrays (`ArrayDataAdapter.get_tf_dataset`: the same batches,
+    in order), or `None` where Keras would not read `x` as arrays (a
+    dataset, a generator, a `PyDataset`)."""
+    try:
+        from keras.src.trainers.data_adapters import array_data_adapter
+    except ImportError:
+        raise _missing("keras.src.trainers.data_adapters.array_data_adapter") from None
+    if not array_data_adapter.can_convert_arrays((x, None, None)):
+        return None
+    adapter = array_data_adapter.ArrayDataAdapter(x, batch_size=batch_size)
+    return adapter.get_tf_dataset()
 
 
 def symbolic_build(model: keras.Model, iterator: Any, data_batch: Any) -> None:

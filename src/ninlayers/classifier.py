@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -59,16 +60,42 @@ def _symbolic_build(
     strategy = _keras_compat.trainer_strategy(model)
     if strategy is None:
         if iterator is not None and not runtime.ARRAY_DATA_AUTOTUNE:
-            import tensorflow as tf
-
-            options = tf.data.Options()
-            options.autotune.enabled = False
-            _keras_compat.set_array_dataset_options(iterator, options)
+            _keras_compat.set_array_dataset_options(iterator, _untuned())
         return _keras_compat.symbolic_build(model, iterator, data_batch)
     if iterator is not None:
         data_batch = _keras_compat.first_local_batch(iterator, strategy)
         iterator = None
     return keras_build(iterator=iterator, data_batch=data_batch)
+
+
+def _untuned() -> Any:
+    """`tf.data.Options` without autotuning, for the arrays ninlayers feeds."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
+def _untuned_arrays(model: Any, x: Any, args: tuple, kwargs: dict) -> tuple:
+    """`predict`'s arguments, its arrays as Keras's own `tf.data` pipeline
+    for them without autotuning on TensorFlow (as `fit` and `evaluate` read
+    them, `_symbolic_build`), unless `runtime.ARRAY_DATA_AUTOTUNE`, under a
+    `tf.distribute` strategy, or with `steps`; else as they were."""
+    if (
+        keras.backend.backend() != "tensorflow"
+        or runtime.ARRAY_DATA_AUTOTUNE
+        or _keras_compat.trainer_strategy(model) is not None
+    ):
+        return x, args, kwargs
+    bound = inspect.signature(keras.Model.predict).bind(model, x, *args, **kwargs)
+    if bound.arguments.get("steps") is not None:
+        return x, args, kwargs
+    dataset = _keras_compat.array_dataset(x, bound.arguments.pop("batch_size", None))
+    if dataset is None:
+        return x, args, kwargs
+    bound.arguments["x"] = dataset.with_options(_untuned())
+    return bound.args[1], bound.args[2:], bound.kwargs
 
 
 @keras.saving.register_keras_serializable(package="ninlayers")
@@ -202,9 +229,12 @@ class NiNImageClassifier(keras.Model):
 
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.predict`; NumPy images go through the preprocessor's
-        `check` (integer pixels mapped, floats range-checked if it asks)."""
+        `check` (integer pixels mapped, floats range-checked if it asks),
+        and on TensorFlow arrays are read without `tf.data`'s autotuning
+        (`runtime.ARRAY_DATA_AUTOTUNE`)."""
         with inference_weights():
-            return super().predict(self._numpy_images(x), *args, **kwargs)
+            x, args, kwargs = _untuned_arrays(self, self._numpy_images(x), args, kwargs)
+            return super().predict(x, *args, **kwargs)
 
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.evaluate`, taking images as `predict` does."""

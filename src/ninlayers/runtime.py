@@ -63,7 +63,7 @@ PROCESS_ENV = (
 )
 
 #: Whether the `tf.data` pipelines Keras builds from NumPy arrays, for a
-#: NiN model's `fit` and `evaluate` on TensorFlow, autotune their buffers
+#: NiN model's `fit`, `evaluate` and `predict` on TensorFlow, autotune their buffers
 #: (`tf.data.Options().autotune.enabled`). Off by default: with it on,
 #: epochs can run at one fixed slow rate on small CPUs (measured in
 #: docs/performance.md). Set it to `True` for Keras's own behaviour. A
