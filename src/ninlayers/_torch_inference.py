@@ -12,7 +12,7 @@ and opened the autocast scope each layer's would open again. Anything else
 
 Where every block's convolutions take PyTorch's channels-last kernel with
 ReLU between them (and `runtime.FOLD_BATCH_NORM`), the layers up to the
-head's pooling run as a plan: for an input shape and dtype, the list of
+head's pooling run as a plan: for an input shape, the list of
 PyTorch calls they make (each convolution with its batch norm folded in,
 ReLU in place, max pooling) on the NCHW view of the tensor, its weights
 made once while none of the variables changes. Of the blocks' logic the
@@ -175,8 +175,7 @@ def _structure(
 def _plan(layers: list[keras.layers.Layer], x: Any) -> list | None:
     """The PyTorch calls `layers` make on `x` up to the head's pooling,
     made once per input shape (the batch size aside) and kept while no
-    weight changes;
-    `None` where the layers run their own calls."""
+    weight changes; `None` where the layers run their own calls."""
     if not runtime.FOLD_BATCH_NORM:
         return None
     shape = (None, *x.shape[1:])
