@@ -1,5 +1,9 @@
 """`predict` of `NiN()` at several batch sizes, alternating, on one backend.
 
+With `--steps-per-call 1 8` on TensorFlow, each batch size also at each
+number of batches per call of the graph
+(`ninlayers.runtime.PREDICT_STEPS_PER_EXECUTION`; by default ninlayers').
+
 Keras's `predict` defaults to batches of 32. Each batch costs the backend a
 fixed price (a graph execution on TensorFlow, a jitted call on JAX, Keras's
 Python per batch on PyTorch) besides the kernels, and larger batches make
@@ -25,6 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ninlayers  # noqa: E402
+from ninlayers import runtime  # noqa: E402
 from ninlayers.app import artifacts, machine  # noqa: E402
 
 
@@ -35,37 +40,46 @@ def main() -> None:
     parser.add_argument(
         "--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256]
     )
+    parser.add_argument(
+        "--steps-per-call", type=int, nargs="+", help="TensorFlow; default: ninlayers'"
+    )
     parser.add_argument("--json", help="write every round here")
     args = parser.parse_args()
+    backend = keras.backend.backend()
+    steps = args.steps_per_call or [runtime.PREDICT_STEPS_PER_EXECUTION.get(backend, 1)]
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(args.images, 28, 28, 1)).astype("float32")
     model = ninlayers.NiN()
     model.compile()
-    sizes = args.batch_sizes
-    for size in sizes:
-        model.predict(x, batch_size=size, verbose=0)  # warm-up
-    rates: dict[int, list[float]] = {size: [] for size in sizes}
+    ways = [(size, n) for size in args.batch_sizes for n in steps]
+
+    def predict(size: int, n: int) -> None:
+        runtime.PREDICT_STEPS_PER_EXECUTION[backend] = n
+        model.predict(x, batch_size=size, verbose=0)
+
+    for way in ways:
+        predict(*way)  # warm-up
+    rates: dict[tuple[int, int], list[float]] = {way: [] for way in ways}
     for round_ in range(args.rounds):
-        for size in sizes if round_ % 2 == 0 else reversed(sizes):
+        for way in ways if round_ % 2 == 0 else reversed(ways):
             start = time.perf_counter()
-            model.predict(x, batch_size=size, verbose=0)
-            rates[size].append(args.images / (time.perf_counter() - start))
-    medians = {size: statistics.median(v) for size, v in rates.items()}
-    backend = keras.backend.backend()
-    for size, values in rates.items():
+            predict(*way)
+            rates[way].append(args.images / (time.perf_counter() - start))
+    medians = {way: statistics.median(v) for way, v in rates.items()}
+    names = {way: f"batch {way[0]}, {way[1]} per call" for way in ways}
+    first = names[ways[0]]
+    for way, values in rates.items():
         repeats = " ".join(f"{v:6.0f}" for v in values)
-        ratio = medians[size] / medians[sizes[0]]
-        print(
-            f"{backend} batch {size:4d} {repeats}  median {medians[size]:6.0f}", end=""
-        )
-        print(f" img/s, {ratio:.2f}x batch {sizes[0]}")
+        ratio = medians[way] / medians[ways[0]]
+        print(f"{backend} {names[way]:22} {repeats}", end="")
+        print(f"  median {medians[way]:6.0f} img/s, {ratio:.2f}x {first}")
     if args.json:
         result = {
             "machine": machine.describe(),
             "backend": backend,
             "images": args.images,
-            "images_per_second": {str(k): v for k, v in rates.items()},
-            "medians": {str(k): v for k, v in medians.items()},
+            "images_per_second": {names[k]: v for k, v in rates.items()},
+            "medians": {names[k]: v for k, v in medians.items()},
         }
         print(f"wrote {artifacts.write_json(args.json, result)}")
 

@@ -453,6 +453,57 @@ def test_predict_reads_arrays_without_tf_data_autotuning_unless_asked(
     assert [len(batch) for batch in arrays] == [8, 8, 5]
 
 
+class _Batches(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.ends.append(batch)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function")
+def test_predict_runs_several_batches_per_graph_call_without_callbacks(monkeypatch):
+    from ninlayers import runtime
+
+    monkeypatch.setitem(runtime.PREDICT_STEPS_PER_EXECUTION, "tensorflow", 4)
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL)
+    x, _, _ = _data(21)  # 11 batches of 2: calls of 4, 4 and 3
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    batches = _Batches()
+    # A callback sees every batch; Keras builds its function for one each.
+    np.testing.assert_allclose(
+        model.predict(x, batch_size=2, verbose=0, callbacks=[batches]),
+        expected,
+        atol=1e-6,
+    )
+    assert batches.ends == list(range(11)) and model.steps_per_execution == 1
+    calls = []
+    single = model.predict_function
+    assert single is not None and not getattr(single, "_ninlayers_multi_step", False)
+    got = model.predict(x, batch_size=2, verbose=0)  # built again, for 4
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    several = model.predict_function
+    assert several is not single and model.steps_per_execution == 1
+    monkeypatch.setattr(
+        model, "predict_function", lambda data: calls.append(len(data)) or several(data)
+    )
+    model.predict_function._ninlayers_multi_step = True
+    np.testing.assert_allclose(
+        model.predict(x, batch_size=2, verbose=0), expected, atol=1e-6
+    )
+    assert calls == [4, 4, 3]
+    # The function for several batches takes one as well.
+    batches.ends.clear()
+    np.testing.assert_allclose(
+        model.predict(x, batch_size=2, verbose=0, callbacks=[batches]),
+        expected,
+        atol=1e-6,
+    )
+    assert batches.ends == list(range(11)) and calls[3:] == [1] * 11
+    np.testing.assert_allclose(model.predict_on_batch(x[:3]), expected[:3], atol=1e-6)
+
+
 def test_short_fit_on_a_learnable_task_lowers_the_loss():
     x, y = shapes_task()
     model = NiN(

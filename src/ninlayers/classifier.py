@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -96,6 +97,39 @@ def _untuned_arrays(model: Any, x: Any, args: tuple, kwargs: dict) -> tuple:
         return x, args, kwargs
     bound.arguments["x"] = dataset.with_options(_untuned())
     return bound.args[1], bound.args[2:], bound.kwargs
+
+
+@contextlib.contextmanager
+def _batches_per_call(model: Any, args: tuple, kwargs: dict) -> Iterator[None]:
+    """Within it, TensorFlow's `predict` runs several batches per call of
+    its graph (`runtime.PREDICT_STEPS_PER_EXECUTION`), through Keras's own
+    `steps_per_execution`, where the model keeps Keras's one and `predict`
+    has no callbacks and no `tf.distribute` strategy."""
+    steps = runtime.PREDICT_STEPS_PER_EXECUTION.get(keras.backend.backend(), 1)
+    bound = inspect.signature(keras.Model.predict).bind(model, None, *args, **kwargs)
+    if (
+        steps <= 1
+        or model.steps_per_execution != 1
+        or bound.arguments.get("callbacks")
+        or _keras_compat.trainer_strategy(model) is not None
+    ):
+        yield
+        return
+    # Keras builds its predict function for `steps_per_execution`: one built
+    # for single batches would read only the first of each call's batches.
+    if not getattr(model.predict_function, _MULTI_STEP, False):
+        model.predict_function = None
+    model.steps_per_execution = steps
+    try:
+        yield
+    finally:
+        model.steps_per_execution = 1
+        if model.predict_function is not None:
+            setattr(model.predict_function, _MULTI_STEP, True)
+
+
+#: Marks a predict function Keras built for several batches per call.
+_MULTI_STEP = "_ninlayers_multi_step"
 
 
 @keras.saving.register_keras_serializable(package="ninlayers")
@@ -231,8 +265,9 @@ class NiNImageClassifier(keras.Model):
         """`keras.Model.predict`; NumPy images go through the preprocessor's
         `check` (integer pixels mapped, floats range-checked if it asks),
         and on TensorFlow arrays are read without `tf.data`'s autotuning
-        (`runtime.ARRAY_DATA_AUTOTUNE`)."""
-        with inference_weights():
+        (`runtime.ARRAY_DATA_AUTOTUNE`) and several batches run per call
+        of the graph (`runtime.PREDICT_STEPS_PER_EXECUTION`)."""
+        with inference_weights(), _batches_per_call(self, args, kwargs):
             x, args, kwargs = _untuned_arrays(self, self._numpy_images(x), args, kwargs)
             return super().predict(x, *args, **kwargs)
 

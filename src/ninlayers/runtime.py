@@ -29,6 +29,7 @@ __all__ = [
     "ARRAY_DATA_AUTOTUNE",
     "FOLD_BATCH_NORM",
     "PRECISIONS",
+    "PREDICT_STEPS_PER_EXECUTION",
     "STRATEGIES",
     "DataParallel",
     "PROCESS_ENV",
@@ -78,6 +79,14 @@ ARRAY_DATA_AUTOTUNE = False
 #: probabilities then differ from `model(x)`'s by bfloat16 rounding; `False`
 #: runs the same kernels as `model(x)`. The other backends do not read it.
 FOLD_BATCH_NORM = True
+
+#: Batches per call of the compiled predict function in a NiN classifier's
+#: `predict`, by backend, where the model was compiled with Keras's
+#: `steps_per_execution=1` and no callback is passed (a callback then sees
+#: one call per that many batches, as with `steps_per_execution`). On
+#: TensorFlow each call of the graph costs a few milliseconds besides the
+#: kernels (measured in docs/performance.md). `{}` keeps one batch per call.
+PREDICT_STEPS_PER_EXECUTION: dict[str, int] = {"tensorflow": 8}
 
 # Backends whose CPU kernels run bfloat16 faster than float32 where the CPU
 # has bfloat16 dot products (docs/backends.md has the measurements).
