@@ -502,6 +502,11 @@ def test_predict_runs_several_batches_per_graph_call_without_callbacks(monkeypat
     )
     assert batches.ends == list(range(11)) and calls[3:] == [1] * 11
     np.testing.assert_allclose(model.predict_on_batch(x[:3]), expected[:3], atol=1e-6)
+    # `steps` counts batches, not calls: one batch per call.
+    calls.clear()
+    got = model.predict(x, batch_size=2, steps=3, verbose=0)
+    np.testing.assert_allclose(got, expected[:6], atol=1e-6)
+    assert calls == [1, 1, 1]
 
 
 def test_short_fit_on_a_learnable_task_lowers_the_loss():

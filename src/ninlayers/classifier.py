@@ -104,13 +104,15 @@ def _batches_per_call(model: Any, args: tuple, kwargs: dict) -> Iterator[None]:
     """Within it, TensorFlow's `predict` runs several batches per call of
     its graph (`runtime.PREDICT_STEPS_PER_EXECUTION`), through Keras's own
     `steps_per_execution`, where the model keeps Keras's one and `predict`
-    has no callbacks and no `tf.distribute` strategy."""
+    has no callbacks, no `steps` (Keras's calls would read whole groups of
+    batches past it) and no `tf.distribute` strategy."""
     steps = runtime.PREDICT_STEPS_PER_EXECUTION.get(keras.backend.backend(), 1)
     bound = inspect.signature(keras.Model.predict).bind(model, None, *args, **kwargs)
     if (
         steps <= 1
         or model.steps_per_execution != 1
         or bound.arguments.get("callbacks")
+        or bound.arguments.get("steps") is not None
         or _keras_compat.trainer_strategy(model) is not None
     ):
         yield

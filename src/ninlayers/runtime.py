@@ -82,10 +82,9 @@ FOLD_BATCH_NORM = True
 
 #: Batches per call of the compiled predict function in a NiN classifier's
 #: `predict`, by backend, where the model was compiled with Keras's
-#: `steps_per_execution=1` and no callback is passed (a callback then sees
-#: one call per that many batches, as with `steps_per_execution`). On
-#: TensorFlow each call of the graph costs a few milliseconds besides the
-#: kernels (measured in docs/performance.md). `{}` keeps one batch per call.
+#: `steps_per_execution=1` and neither a callback nor `steps` is passed.
+#: On TensorFlow each call of the graph costs time besides the kernels
+#: (measured in docs/performance.md). `{}` keeps one batch per call.
 PREDICT_STEPS_PER_EXECUTION: dict[str, int] = {"tensorflow": 8}
 
 # Backends whose CPU kernels run bfloat16 faster than float32 where the CPU
