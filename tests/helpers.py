@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -280,3 +281,19 @@ def check_task(cls, init_kwargs: dict, x: np.ndarray, y: np.ndarray, tmp_path):
     assert any(not np.allclose(b, a) for b, a in zip(before, after, strict=True))
     check_model_saving(task, x, tmp_path)
     return task
+
+
+def spy_on_keras_predict(monkeypatch) -> list[tuple]:
+    """What reaches `keras.Model.predict` (a NiN model's `predict` calls
+    it), as `(x, args, kwargs)` per call; Keras's signature kept, which a
+    NiN `predict` reads."""
+    given = []
+    predict = keras.Model.predict
+
+    @functools.wraps(predict)
+    def spy(self, x, *args, **kwargs):
+        given.append((x, args, kwargs))
+        return predict(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "predict", spy)
+    return given

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import SMALL, check_backbone, config_json, spatial, to_numpy, trunk_params
+from helpers import (
+    SMALL,
+    check_backbone,
+    config_json,
+    spatial,
+    spy_on_keras_predict,
+    to_numpy,
+    trunk_params,
+)
 from ninlayers import ARCHITECTURES, BlockSpec, NiN, NiNBackbone, minimum_input_size
 
 pytestmark = pytest.mark.backends
@@ -110,3 +118,24 @@ def test_a_backbone_composes_into_a_users_own_model(tmp_path):
     # Frozen it was saved, frozen it loads: every layer of the trunk.
     assert len(restored.trainable_weights) == 2
     assert json.loads(json.dumps(backbone.get_config()))["image_shape"] == [28, 28, 1]
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # none of Keras's
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function")
+def test_a_backbones_predict_feeds_tensorflow_as_a_classifiers_does(monkeypatch):
+    # Arrays without tf.data's autotuning, several batches per graph call.
+    import tensorflow as tf
+
+    from ninlayers import runtime
+
+    monkeypatch.setitem(runtime.PREDICT_STEPS_PER_EXECUTION, "tensorflow", 4)
+    backbone = NiNBackbone(SMALL, image_shape=(16, 16, 1), dtype="float32")
+    x = np.random.default_rng(3).uniform(size=(7, 16, 16, 1)).astype("float32")
+    given = spy_on_keras_predict(monkeypatch)
+    got = backbone.predict(x, batch_size=2, verbose=0)
+    np.testing.assert_allclose(got, to_numpy(backbone(x)), rtol=1e-5, atol=1e-6)
+    (dataset, args, kwargs), *_ = given
+    assert isinstance(dataset, tf.data.Dataset) and "batch_size" not in kwargs
+    assert dataset.options().autotune.enabled is False
+    assert [len(batch) for batch in dataset] == [2, 2, 2, 1]
+    assert backbone.predict_function._ninlayers_multi_step

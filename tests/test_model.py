@@ -1,6 +1,5 @@
 """Tests of the NiN model: architecture, shapes, training step, XLA."""
 
-import functools
 import json
 import textwrap
 
@@ -16,6 +15,7 @@ from helpers import (
     nin_params,
     run_python,
     spatial,
+    spy_on_keras_predict,
     to_numpy,
     trunk_params,
 )
@@ -413,6 +413,7 @@ def test_arrays_are_fed_without_tf_data_autotuning_unless_asked(monkeypatch, aut
         assert [o.autotune.enabled for _, o in read] == [False, False, None]
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # none of Keras's
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data")
 @pytest.mark.parametrize("autotune", [False, True])
 def test_predict_reads_arrays_without_tf_data_autotuning_unless_asked(
@@ -426,15 +427,7 @@ def test_predict_reads_arrays_without_tf_data_autotuning_unless_asked(
     model = NiN(input_shape=(16, 16, 1), architecture=SMALL)
     x, _, _ = _data(21)
     expected = keras.ops.convert_to_numpy(model(x, training=False))
-    given = []
-    predict = keras.Model.predict
-
-    @functools.wraps(predict)  # Keras's signature, which `predict` reads
-    def spy(self, x, *args, **kwargs):
-        given.append((x, args, kwargs))
-        return predict(self, x, *args, **kwargs)
-
-    monkeypatch.setattr(keras.Model, "predict", spy)
+    given = spy_on_keras_predict(monkeypatch)
     got = model.predict(x, 8, verbose=0)  # batch size as Keras's second argument
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     own = tf.data.Dataset.from_tensor_slices(x).batch(4)
@@ -462,6 +455,7 @@ class _Batches(keras.callbacks.Callback):
         self.ends.append(batch)
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # none of Keras's
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function")
 def test_predict_runs_several_batches_per_graph_call_without_callbacks(monkeypatch):
     from ninlayers import runtime

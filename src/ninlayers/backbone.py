@@ -10,6 +10,7 @@ from typing import Any
 import keras
 
 from ninlayers import _checks, presets, runtime, saving
+from ninlayers import _tf_feeding as feeding
 from ninlayers._utils import follow_rename, inference_weights
 from ninlayers.layers import MaxPooling2D, NiNBlock
 
@@ -355,8 +356,11 @@ class NiNBackbone(keras.Model):
 
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.predict`; on PyTorch each weight is converted once
-        per call and batch norm folded into the convolutions."""
-        with inference_weights():
+        per call and batch norm folded into the convolutions; on TensorFlow
+        arrays are read without `tf.data`'s autotuning and several batches
+        run per call of the graph, as a classifier's `predict` does."""
+        arguments = feeding.predict_arguments(self, x, args, kwargs)
+        with inference_weights(), arguments as (x, args, kwargs):
             return super().predict(x, *args, **kwargs)
 
     def get_config(self) -> dict[str, Any]:

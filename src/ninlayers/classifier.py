@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 
 from ninlayers import _checks, _keras_compat, _steps, presets, runtime, saving
+from ninlayers import _tf_feeding as feeding
 from ninlayers import fused_updates as _fused
 from ninlayers._utils import inference_weights
 from ninlayers.backbone import NiNBackbone, check_image_size
@@ -61,77 +60,12 @@ def _symbolic_build(
     strategy = _keras_compat.trainer_strategy(model)
     if strategy is None:
         if iterator is not None and not runtime.ARRAY_DATA_AUTOTUNE:
-            _keras_compat.set_array_dataset_options(iterator, _untuned())
+            _keras_compat.set_array_dataset_options(iterator, feeding.untuned())
         return _keras_compat.symbolic_build(model, iterator, data_batch)
     if iterator is not None:
         data_batch = _keras_compat.first_local_batch(iterator, strategy)
         iterator = None
     return keras_build(iterator=iterator, data_batch=data_batch)
-
-
-def _untuned() -> Any:
-    """`tf.data.Options` without autotuning, for the arrays ninlayers feeds."""
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return options
-
-
-def _untuned_arrays(model: Any, x: Any, args: tuple, kwargs: dict) -> tuple:
-    """`predict`'s arguments, its arrays as Keras's own `tf.data` pipeline
-    for them without autotuning on TensorFlow (as `fit` and `evaluate` read
-    them, `_symbolic_build`), unless `runtime.ARRAY_DATA_AUTOTUNE`, under a
-    `tf.distribute` strategy, or with `steps`; else as they were."""
-    if (
-        keras.backend.backend() != "tensorflow"
-        or runtime.ARRAY_DATA_AUTOTUNE
-        or _keras_compat.trainer_strategy(model) is not None
-    ):
-        return x, args, kwargs
-    bound = inspect.signature(keras.Model.predict).bind(model, x, *args, **kwargs)
-    if bound.arguments.get("steps") is not None:
-        return x, args, kwargs
-    dataset = _keras_compat.array_dataset(x, bound.arguments.pop("batch_size", None))
-    if dataset is None:
-        return x, args, kwargs
-    bound.arguments["x"] = dataset.with_options(_untuned())
-    return bound.args[1], bound.args[2:], bound.kwargs
-
-
-@contextlib.contextmanager
-def _batches_per_call(model: Any, args: tuple, kwargs: dict) -> Iterator[None]:
-    """Within it, TensorFlow's `predict` runs several batches per call of
-    its graph (`runtime.PREDICT_STEPS_PER_EXECUTION`), through Keras's own
-    `steps_per_execution`, where the model keeps Keras's one and `predict`
-    has no callbacks, no `steps` (Keras's calls would read whole groups of
-    batches past it) and no `tf.distribute` strategy."""
-    steps = runtime.PREDICT_STEPS_PER_EXECUTION.get(keras.backend.backend(), 1)
-    bound = inspect.signature(keras.Model.predict).bind(model, None, *args, **kwargs)
-    if (
-        steps <= 1
-        or model.steps_per_execution != 1
-        or bound.arguments.get("callbacks")
-        or bound.arguments.get("steps") is not None
-        or _keras_compat.trainer_strategy(model) is not None
-    ):
-        yield
-        return
-    # Keras builds its predict function for `steps_per_execution`: one built
-    # for single batches would read only the first of each call's batches.
-    if not getattr(model.predict_function, _MULTI_STEP, False):
-        model.predict_function = None
-    model.steps_per_execution = steps
-    try:
-        yield
-    finally:
-        model.steps_per_execution = 1
-        if model.predict_function is not None:
-            setattr(model.predict_function, _MULTI_STEP, True)
-
-
-#: Marks a predict function Keras built for several batches per call.
-_MULTI_STEP = "_ninlayers_multi_step"
 
 
 @keras.saving.register_keras_serializable(package="ninlayers")
@@ -269,8 +203,9 @@ class NiNImageClassifier(keras.Model):
         and on TensorFlow arrays are read without `tf.data`'s autotuning
         (`runtime.ARRAY_DATA_AUTOTUNE`) and several batches run per call
         of the graph (`runtime.PREDICT_STEPS_PER_EXECUTION`)."""
-        with inference_weights(), _batches_per_call(self, args, kwargs):
-            x, args, kwargs = _untuned_arrays(self, self._numpy_images(x), args, kwargs)
+        x = self._numpy_images(x)
+        arguments = feeding.predict_arguments(self, x, args, kwargs)
+        with inference_weights(), arguments as (x, args, kwargs):
             return super().predict(x, *args, **kwargs)
 
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:

@@ -1,0 +1,96 @@
+"""How NiN models feed TensorFlow's `fit`, `evaluate` and `predict`.
+
+Keras turns NumPy arrays into a `tf.data` pipeline whose buffers tf.data
+autotunes, and its `predict` calls the compiled function once per batch.
+On small CPUs both cost measurable time (docs/performance.md): ninlayers
+feeds arrays without autotuning (`runtime.ARRAY_DATA_AUTOTUNE`) and runs
+several batches per call of `predict`'s graph
+(`runtime.PREDICT_STEPS_PER_EXECUTION`), each through Keras's own
+pipeline and `steps_per_execution`. The other backends pass through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+
+from ninlayers import _keras_compat, runtime
+
+
+@contextlib.contextmanager
+def predict_arguments(
+    model: keras.Model, x: Any, args: tuple, kwargs: dict
+) -> Iterator[tuple[Any, tuple, dict]]:
+    """`predict`'s `(x, args, kwargs)` to pass to `keras.Model.predict`,
+    with several batches per call of the graph inside the context."""
+    with _batches_per_call(model, args, kwargs):
+        yield _untuned_arrays(model, x, args, kwargs)
+
+
+def untuned() -> Any:
+    """`tf.data.Options` without autotuning, for the arrays ninlayers feeds."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
+def _untuned_arrays(model: Any, x: Any, args: tuple, kwargs: dict) -> tuple:
+    """`predict`'s arguments, its arrays as Keras's own `tf.data` pipeline
+    for them without autotuning on TensorFlow (as `fit` and `evaluate` read
+    them, `classifier._symbolic_build`), unless `runtime.ARRAY_DATA_AUTOTUNE`,
+    under a `tf.distribute` strategy, or with `steps`; else as they were."""
+    if (
+        keras.backend.backend() != "tensorflow"
+        or runtime.ARRAY_DATA_AUTOTUNE
+        or _keras_compat.trainer_strategy(model) is not None
+    ):
+        return x, args, kwargs
+    bound = inspect.signature(keras.Model.predict).bind(model, x, *args, **kwargs)
+    if bound.arguments.get("steps") is not None:
+        return x, args, kwargs
+    dataset = _keras_compat.array_dataset(x, bound.arguments.pop("batch_size", None))
+    if dataset is None:
+        return x, args, kwargs
+    bound.arguments["x"] = dataset.with_options(untuned())
+    return bound.args[1], bound.args[2:], bound.kwargs
+
+
+@contextlib.contextmanager
+def _batches_per_call(model: Any, args: tuple, kwargs: dict) -> Iterator[None]:
+    """Within it, TensorFlow's `predict` runs several batches per call of
+    its graph (`runtime.PREDICT_STEPS_PER_EXECUTION`), through Keras's own
+    `steps_per_execution`, where the model keeps Keras's one and `predict`
+    has no callbacks, no `steps` (Keras's calls would read whole groups of
+    batches past it) and no `tf.distribute` strategy."""
+    steps = runtime.PREDICT_STEPS_PER_EXECUTION.get(keras.backend.backend(), 1)
+    bound = inspect.signature(keras.Model.predict).bind(model, None, *args, **kwargs)
+    if (
+        steps <= 1
+        or model.steps_per_execution != 1
+        or bound.arguments.get("callbacks")
+        or bound.arguments.get("steps") is not None
+        or _keras_compat.trainer_strategy(model) is not None
+    ):
+        yield
+        return
+    # Keras builds its predict function for `steps_per_execution`: one built
+    # for single batches would read only the first of each call's batches.
+    if not getattr(model.predict_function, _MULTI_STEP, False):
+        model.predict_function = None
+    model.steps_per_execution = steps
+    try:
+        yield
+    finally:
+        model.steps_per_execution = 1
+        if model.predict_function is not None:
+            setattr(model.predict_function, _MULTI_STEP, True)
+
+
+#: Marks a predict function Keras built for several batches per call.
+_MULTI_STEP = "_ninlayers_multi_step"
