@@ -23,7 +23,6 @@ import argparse
 import ctypes
 import os
 import statistics
-import time
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -33,6 +32,7 @@ import numpy as np  # noqa: E402
 
 import ninlayers  # noqa: E402
 from ninlayers.app import artifacts, machine  # noqa: E402
+from ninlayers.app.benchmark import seconds  # noqa: E402
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: The two states, by name: (mmap threshold, trim threshold) in bytes.
@@ -85,7 +85,7 @@ def main() -> None:
             _set_state(libc, state)
             for name, fn in paths.items():
                 fn()  # settle into this state's pages
-                rates[f"{name}_{state}"].append(args.images / _seconds(fn))
+                rates[f"{name}_{state}"].append(args.images / seconds(fn))
     medians = {name: statistics.median(v) for name, v in rates.items()}
     for name, values in rates.items():
         repeats = " ".join(f"{v:6.0f}" for v in values)
@@ -106,12 +106,6 @@ def main() -> None:
             "ratios": ratios,
         }
         print(f"wrote {artifacts.write_json(args.json, result)}")
-
-
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

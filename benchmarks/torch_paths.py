@@ -33,8 +33,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import time
-from collections.abc import Callable
 
 os.environ["KERAS_BACKEND"] = "torch"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -52,6 +50,7 @@ from ninlayers import (  # noqa: E402
 )
 from ninlayers.app import artifacts, machine  # noqa: E402
 from ninlayers.app._torch_peer import _network, predict_all  # noqa: E402
+from ninlayers.app.benchmark import seconds  # noqa: E402
 
 
 def _kernel_cast_per_call(kernel, dtype):
@@ -135,12 +134,12 @@ def main() -> None:
     for task in tasks.values():
         task()  # warm-up
     for repeat in range(args.repeats):
-        rates["plain_torch_predict"].append(args.images / _seconds(plain))
+        rates["plain_torch_predict"].append(args.images / seconds(plain))
         order = list(ways) if repeat % 2 == 0 else list(reversed(ways))
         for task_name, task in tasks.items():
             for way in order:
                 _install(ways[way])
-                rates[f"{task_name}_{way}"].append(args.images / _seconds(task))
+                rates[f"{task_name}_{way}"].append(args.images / seconds(task))
         _install(ways["after"])
     _report(args, rates, list(tasks))
 
@@ -181,12 +180,6 @@ def _report(args: argparse.Namespace, rates: dict[str, list[float]], tasks) -> N
             "predict_after_versus_plain_torch": versus,
         }
         artifacts.write_json(args.json, result)
-
-
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -27,54 +27,59 @@ def predict_arguments(
 ) -> Iterator[tuple[Any, tuple, dict]]:
     """`predict`'s `(x, args, kwargs)` to pass to `keras.Model.predict`,
     with several batches per call of the graph inside the context."""
-    with _batches_per_call(model, args, kwargs):
-        yield _untuned_arrays(model, x, args, kwargs)
+    if keras.backend.backend() != "tensorflow":
+        yield x, args, kwargs
+        return
+    bound = inspect.signature(keras.Model.predict).bind(model, x, *args, **kwargs)
+    with _batches_per_call(model, bound.arguments):
+        dataset = _untuned_dataset(model, bound.arguments)
+        if dataset is None:
+            yield x, args, kwargs
+            return
+        bound.arguments.pop("batch_size", None)
+        bound.arguments["x"] = dataset
+        yield bound.args[1], bound.args[2:], bound.kwargs
 
 
-def untuned() -> Any:
-    """`tf.data.Options` without autotuning, for the arrays ninlayers feeds."""
+def autotune_options(enabled: bool = False) -> Any:
+    """`tf.data.Options` with autotuning `enabled` (off: how ninlayers
+    feeds arrays, `runtime.ARRAY_DATA_AUTOTUNE`)."""
     import tensorflow as tf
 
     options = tf.data.Options()
-    options.autotune.enabled = False
+    options.autotune.enabled = enabled
     return options
 
 
-def _untuned_arrays(model: Any, x: Any, args: tuple, kwargs: dict) -> tuple:
-    """`predict`'s arguments, its arrays as Keras's own `tf.data` pipeline
-    for them without autotuning on TensorFlow (as `fit` and `evaluate` read
-    them, `classifier._symbolic_build`), unless `runtime.ARRAY_DATA_AUTOTUNE`,
-    under a `tf.distribute` strategy, or with `steps`; else as they were."""
+def _untuned_dataset(model: Any, arguments: dict[str, Any]) -> Any:
+    """`predict`'s arrays (its arguments bound to Keras's signature) as
+    Keras's own `tf.data` pipeline for them without autotuning (as `fit`
+    and `evaluate` read them, `classifier._symbolic_build`); `None` with
+    `runtime.ARRAY_DATA_AUTOTUNE`, under a `tf.distribute` strategy, with
+    `steps`, or for what is not arrays."""
     if (
-        keras.backend.backend() != "tensorflow"
-        or runtime.ARRAY_DATA_AUTOTUNE
+        runtime.ARRAY_DATA_AUTOTUNE
         or _keras_compat.trainer_strategy(model) is not None
+        or arguments.get("steps") is not None
     ):
-        return x, args, kwargs
-    bound = inspect.signature(keras.Model.predict).bind(model, x, *args, **kwargs)
-    if bound.arguments.get("steps") is not None:
-        return x, args, kwargs
-    dataset = _keras_compat.array_dataset(x, bound.arguments.pop("batch_size", None))
-    if dataset is None:
-        return x, args, kwargs
-    bound.arguments["x"] = dataset.with_options(untuned())
-    return bound.args[1], bound.args[2:], bound.kwargs
+        return None
+    dataset = _keras_compat.array_dataset(arguments["x"], arguments.get("batch_size"))
+    return None if dataset is None else dataset.with_options(autotune_options())
 
 
 @contextlib.contextmanager
-def _batches_per_call(model: Any, args: tuple, kwargs: dict) -> Iterator[None]:
+def _batches_per_call(model: Any, arguments: dict[str, Any]) -> Iterator[None]:
     """Within it, TensorFlow's `predict` runs several batches per call of
     its graph (`runtime.PREDICT_STEPS_PER_EXECUTION`), through Keras's own
     `steps_per_execution`, where the model keeps Keras's one and `predict`
     has no callbacks, no `steps` (Keras's calls would read whole groups of
     batches past it) and no `tf.distribute` strategy."""
-    steps = runtime.PREDICT_STEPS_PER_EXECUTION.get(keras.backend.backend(), 1)
-    bound = inspect.signature(keras.Model.predict).bind(model, None, *args, **kwargs)
+    steps = runtime.PREDICT_STEPS_PER_EXECUTION.get("tensorflow", 1)
     if (
         steps <= 1
         or model.steps_per_execution != 1
-        or bound.arguments.get("callbacks")
-        or bound.arguments.get("steps") is not None
+        or arguments.get("callbacks")
+        or arguments.get("steps") is not None
         or _keras_compat.trainer_strategy(model) is not None
     ):
         yield

@@ -152,19 +152,21 @@ def _converted(
 
 
 def _kernel(kernel: Any, dtype: torch.dtype) -> torch.Tensor:
-    """A Keras HWIO kernel as PyTorch's OIHW weight in `dtype`, laid out in
-    the channels-last memory oneDNN runs: once, where PyTorch would lay out
-    a plain cast in the forward and again in the backward pass. (The cast
-    comes first: PyTorch transposes a bfloat16 tensor faster, and a cast
-    and transpose in one copy was slower than the two.)"""
+    """A Keras HWIO kernel as PyTorch's weight (`_weight`): once, where
+    PyTorch would lay out a plain cast in the forward and again in the
+    backward pass."""
+    return _converted(kernel, dtype, lambda value: _weight(value, dtype))
 
-    def convert(value: torch.Tensor) -> torch.Tensor:
-        value = value.to(dtype).permute(3, 2, 0, 1)
-        if torch.compiler.is_compiling():
-            return value  # `torch.compile` chooses layouts itself.
-        return value.contiguous(memory_format=torch.channels_last)
 
-    return _converted(kernel, dtype, convert)
+def _weight(kernel: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An HWIO kernel as PyTorch's OIHW weight in `dtype`, laid out in the
+    channels-last memory oneDNN runs. (The cast comes first: PyTorch
+    transposes a bfloat16 tensor faster, and a cast and transpose in one
+    copy was slower than the two.)"""
+    kernel = kernel.to(dtype).permute(3, 2, 0, 1)
+    if torch.compiler.is_compiling():
+        return kernel  # `torch.compile` chooses layouts itself.
+    return kernel.contiguous(memory_format=torch.channels_last)
 
 
 def _conv_padding(layer: Any, shape: Sequence[int | None]) -> tuple[int, int] | None:
@@ -272,9 +274,7 @@ def fold(
         scale = torch.rsqrt(w["variance"] + norm.epsilon) * w.get("gamma", 1.0)
         bias = (w.get("bias", 0.0) - w["mean"]) * scale + w.get("beta", 0.0)
         kernel = kernel * scale
-    kernel = kernel.to(dtype).permute(3, 2, 0, 1)
-    kernel = kernel.contiguous(memory_format=torch.channels_last)
-    return kernel, None if bias is None else bias.to(dtype)
+    return _weight(kernel, dtype), None if bias is None else bias.to(dtype)
 
 
 def conv_batch_norm(conv: Any, norm: Any, x: Any) -> torch.Tensor | None:

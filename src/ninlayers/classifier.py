@@ -60,7 +60,8 @@ def _symbolic_build(
     strategy = _keras_compat.trainer_strategy(model)
     if strategy is None:
         if iterator is not None and not runtime.ARRAY_DATA_AUTOTUNE:
-            _keras_compat.set_array_dataset_options(iterator, feeding.untuned())
+            options = feeding.autotune_options()
+            _keras_compat.set_array_dataset_options(iterator, options)
         return _keras_compat.symbolic_build(model, iterator, data_batch)
     if iterator is not None:
         data_batch = _keras_compat.first_local_batch(iterator, strategy)

@@ -64,11 +64,11 @@ PROCESS_ENV = (
 )
 
 #: Whether the `tf.data` pipelines Keras builds from NumPy arrays, for a
-#: NiN model's `fit`, `evaluate` and `predict` on TensorFlow, autotune their buffers
-#: (`tf.data.Options().autotune.enabled`). Off by default: with it on,
-#: epochs can run at one fixed slow rate on small CPUs (measured in
-#: docs/performance.md). Set it to `True` for Keras's own behaviour. A
-#: dataset you pass keeps its options.
+#: NiN model's `fit`, `evaluate` and `predict` on TensorFlow, autotune
+#: their buffers (`tf.data.Options().autotune.enabled`). Off by default:
+#: with it on, epochs can run at one fixed slow rate on small CPUs
+#: (measured in docs/performance.md). Set it to `True` for Keras's own
+#: behaviour. A dataset you pass keeps its options.
 ARRAY_DATA_AUTOTUNE = False
 
 #: Whether `predict` and `evaluate` of a NiN classifier (and a backbone's
@@ -81,10 +81,11 @@ ARRAY_DATA_AUTOTUNE = False
 FOLD_BATCH_NORM = True
 
 #: Batches per call of the compiled predict function in a NiN classifier's
-#: `predict`, by backend, where the model was compiled with Keras's
-#: `steps_per_execution=1` and neither a callback nor `steps` is passed.
-#: On TensorFlow each call of the graph costs time besides the kernels
-#: (measured in docs/performance.md). `{}` keeps one batch per call.
+#: or backbone's `predict`, by backend (only TensorFlow's is read), where
+#: the model was compiled with Keras's `steps_per_execution=1` and neither
+#: a callback nor `steps` is passed. On TensorFlow each call of the graph
+#: costs time besides the kernels (measured in docs/performance.md). `{}`
+#: keeps one batch per call.
 PREDICT_STEPS_PER_EXECUTION: dict[str, int] = {"tensorflow": 8}
 
 # Backends whose CPU kernels run bfloat16 faster than float32 where the CPU

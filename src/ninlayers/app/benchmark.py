@@ -21,7 +21,7 @@ import numpy as np
 
 from ninlayers.model import NiN
 
-__all__ = ["benchmark_images", "run_benchmark", "seed_model"]
+__all__ = ["benchmark_images", "run_benchmark", "seconds", "seed_model"]
 
 
 def seed_model() -> keras.Sequential:
@@ -93,7 +93,8 @@ def _ninlayers_model() -> keras.Model:
     return model
 
 
-def _time(fn: Callable[[], Any]) -> float:
+def seconds(fn: Callable[[], Any]) -> float:
+    """The wall-clock seconds one call of `fn` takes."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -317,9 +318,9 @@ def _time_rounds(
     tick(1)
     for _ in range(repeats):
         for name, fn in train_fns.items():
-            train_s[name].append(_time(fn))
+            train_s[name].append(seconds(fn))
         for name, fn in predict_fns.items():
-            predict_s[name].append(_time(fn))
+            predict_s[name].append(seconds(fn))
         tick(1)
     return train_s, predict_s
 

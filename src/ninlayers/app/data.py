@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ninlayers import _checks
+from ninlayers import _checks, _tf_feeding
 from ninlayers.app.augment import augmenter
 from ninlayers.app.images import IMAGE_SUFFIXES, image_channels, read_image
 from ninlayers.errors import DatasetError
@@ -407,8 +407,7 @@ def prefetched(ds: tf.data.Dataset, autotune: bool = False) -> tf.data.Dataset:
     """
     import tensorflow as tf
 
-    options = tf.data.Options()
-    options.autotune.enabled = _checks.boolean("autotune", autotune)
+    options = _tf_feeding.autotune_options(_checks.boolean("autotune", autotune))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
