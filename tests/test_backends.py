@@ -73,7 +73,8 @@ keras.utils.set_random_seed(0)
 model = ninlayers.NiN(
     num_classes=4, input_shape=(16, 16, 1), use_batch_norm=True,
     architecture=[{"filters": 8, "kernel_size": 3}, {"filters": 16, "kernel_size": 3}],
-    precision="float32", test_time_flip=True, class_names=list("abcd"),
+    precision="float32", test_time_flip=True, test_time_shift=1,
+    class_names=list("abcd"),
 )
 model.compile(optimizer="sgd")
 x = np.random.default_rng(1).uniform(size=(8, 16, 16, 1)).astype("float32")

@@ -153,6 +153,25 @@ def test_any_functional_model_exports_and_flip_can_be_set(tmp_path):
     np.testing.assert_allclose(
         ExportedModel(flipped).predict(x), expected.predict(x, verbose=0), atol=1e-4
     )
+    shifted = ExportedModel(
+        export.export(plain, tmp_path / "s.onnx", test_time_shift=1)
+    )
+    assert (
+        shifted.metadata["test_time_shift"],
+        shifted.metadata["test_time_flip"],
+    ) == (
+        1,
+        False,
+    )
+    expected = export.with_test_time(export.float32_copy(plain), shift=1)
+    assert expected.test_time_shift == 1 and not expected.test_time_flip
+    np.testing.assert_allclose(
+        shifted.predict(x), expected.predict(x, verbose=0), atol=1e-4
+    )
+    # The shifted views count: one pass per image answers otherwise.
+    assert not np.allclose(
+        shifted.predict(x), export.float32_copy(plain).predict(x, verbose=0), atol=1e-4
+    )
 
 
 def test_bad_requests_say_what_was_expected(trained, tmp_path):

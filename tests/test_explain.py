@@ -86,6 +86,24 @@ def test_models_without_a_head_are_refused():
         explain.class_activation_maps(NiN(), np.ones((28, 28)))
 
 
+def test_a_shifting_models_class_map_model_predicts_as_it_does():
+    model = NiN(
+        input_shape=(28, 28, 1),
+        precision="float32",
+        test_time_flip=True,
+        test_time_shift=1,
+    )
+    x = np.random.default_rng(2).uniform(size=(3, 28, 28, 1)).astype("float32")
+    maps, probs = explain.class_map_model(model).predict(x, verbose=0)
+    np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
+    # The maps stay the image's own, as without shifts.
+    plain = NiN(input_shape=(28, 28, 1), precision="float32")
+    plain.set_weights(model.get_weights())
+    own, plain_probs = explain.class_map_model(plain).predict(x, verbose=0)
+    np.testing.assert_allclose(maps, own, atol=1e-6)
+    assert not np.allclose(probs, plain_probs, atol=1e-6)
+
+
 def test_maps_of_a_flipping_model_are_what_it_predicts_from():
     model = NiN(input_shape=(28, 28, 1), precision="float32", test_time_flip=True)
     x = np.random.default_rng(1).uniform(size=(3, 28, 28, 1)).astype("float32")

@@ -669,9 +669,59 @@ def test_test_time_flip_averages_image_and_mirror_at_inference_only(tmp_path):
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=1e-5)
 
 
+def _shifted(x: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """`x` moved `rows` down and `columns` right, zero-filled (NumPy's way)."""
+    height, width = x.shape[1:3]
+    padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    return padded[:, 2 - rows : 2 - rows + height, 2 - columns : 2 - columns + width]
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_test_time_shift_averages_shifted_views_at_inference_only(tmp_path, flip):
+    x = np.random.default_rng(0).uniform(size=(3, 28, 28, 1)).astype("float32")
+    plain = NiN(precision="float32", output_activation=None, **PAPER)
+    shifting = NiN(
+        precision="float32",
+        output_activation=None,
+        test_time_flip=flip,
+        test_time_shift=2,
+        **PAPER,
+    )
+    shifting.set_weights(plain.get_weights())
+    views = [x] + [_shifted(x, *o) for o in ((0, 2), (0, -2), (2, 0), (-2, 0))]
+    views += [view[:, :, ::-1] for view in views] if flip else []
+    expected = np.mean([plain.predict(v, verbose=0) for v in views], axis=0)
+    np.testing.assert_allclose(shifting.predict(x, verbose=0), expected, atol=1e-5)
+    # Without the shifted views the answer differs: they count.
+    fewer = NiN(
+        precision="float32", output_activation=None, test_time_flip=flip, **PAPER
+    )
+    fewer.set_weights(plain.get_weights())
+    assert not np.allclose(expected, fewer.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(shifting(x, training=True)),
+        to_numpy(plain(x, training=True)),
+        atol=1e-5,
+    )
+    path = tmp_path / "shift.keras"
+    shifting.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert (reloaded.test_time_shift, reloaded.test_time_flip) == (2, flip)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "1", True])
+def test_test_time_shift_must_be_a_non_negative_int(value):
+    with pytest.raises(ValueError, match="test_time_shift") as info:
+        NiN(test_time_shift=value)
+    assert "\n" not in str(info.value)
+
+
 def test_test_time_flip_without_head_is_refused():
     with pytest.raises(ValueError, match="needs the head"):
         NiN(include_head=False, test_time_flip=True)
+    with pytest.raises(ValueError, match="test_time_shift.*needs the head"):
+        NiN(include_head=False, test_time_shift=1)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))

@@ -10,6 +10,7 @@ from typing import Any
 import keras
 
 from ninlayers import _checks, _keras_compat, _steps, presets, runtime, saving
+from ninlayers import _test_time as test_time
 from ninlayers import _tf_feeding as feeding
 from ninlayers import fused_updates as _fused
 from ninlayers._utils import inference_weights
@@ -47,6 +48,40 @@ def _run_graph(
         if layers is not None:
             return _torch_inference.run(layers, inputs)
     return graph(inputs, training=training, mask=mask)
+
+
+def _head(
+    backbone: NiNBackbone,
+    num_classes: int,
+    kernel_size: int,
+    final_activation: bool,
+    output_activation: str | None,
+) -> NiNClassifierHead:
+    """The classifier's head, built as the backbone's blocks are."""
+    return NiNClassifierHead(
+        num_classes,
+        _checks.positive_int("head_kernel_size", kernel_size),
+        num_mlp_layers=backbone.num_mlp_layers,
+        activation=backbone.activation,
+        final_activation=_checks.boolean("head_final_activation", final_activation),
+        use_batch_norm=backbone.use_batch_norm,
+        batch_norm_momentum=backbone.batch_norm_momentum,
+        output_activation=output_activation,
+        data_format="channels_last",
+        dtype=backbone.dtype_policy,
+        name="head",
+    )
+
+
+def _mean_over_views(
+    model: Any, graph: Callable[..., Any], inputs: Any, training: Any, mask: Any
+) -> Any:
+    """The mean of the graph's outputs over the model's test-time views
+    (`ninlayers._test_time`): the outputs of `inputs` alone without any."""
+    views = test_time.views(inputs, model.test_time_flip, model.test_time_shift)
+    outputs = [_run_graph(model, graph, views[0][0], training, mask)]
+    outputs += [_run_graph(model, graph, view, training) for view, _ in views[1:]]
+    return test_time.mean(outputs)
 
 
 def _symbolic_build(
@@ -104,6 +139,11 @@ class NiNImageClassifier(keras.Model):
             norm in `train_step` (taken over the all-reduced gradient under
             `tf.distribute`, unlike the optimizer's `global_clipnorm`).
             Defaults to `None`.
+        test_time_shift: int. At inference, also average the outputs of each
+            image moved this many pixels right, left, down and up
+            (zero-filled, as training shifts fill), at five times the cost
+            (ten views with `test_time_flip`); `0` for none.
+            Defaults to `0`.
         name: str. Defaults to `"nin_image_classifier"`.
         **kwargs: Base model arguments (`trainable`).
 
@@ -133,25 +173,18 @@ class NiNImageClassifier(keras.Model):
         class_names: Sequence[str] | None = None,
         test_time_flip: bool = False,
         gradient_clip_norm: float | None = None,
+        test_time_shift: int = 0,
         name: str = "nin_image_classifier",
         **kwargs: Any,
     ) -> None:
         _check_pieces(backbone, preprocessor)
         num_classes = _checks.positive_int("num_classes", num_classes)
-        head = NiNClassifierHead(
+        head = _head(
+            backbone,
             num_classes,
-            _checks.positive_int("head_kernel_size", head_kernel_size),
-            num_mlp_layers=backbone.num_mlp_layers,
-            activation=backbone.activation,
-            final_activation=_checks.boolean(
-                "head_final_activation", head_final_activation
-            ),
-            use_batch_norm=backbone.use_batch_norm,
-            batch_norm_momentum=backbone.batch_norm_momentum,
-            output_activation=output_activation,
-            data_format="channels_last",
-            dtype=backbone.dtype_policy,
-            name="head",
+            head_kernel_size,
+            head_final_activation,
+            output_activation,
         )
         # The backbone's own layers, not the backbone as one nested layer:
         # variables keep the paths `NiN` has always saved them under.
@@ -168,16 +201,18 @@ class NiNImageClassifier(keras.Model):
         self.head_final_activation = bool(head_final_activation)
         self.output_activation = output_activation
         self.class_names = check_class_names(class_names, num_classes)
-        self.test_time_flip = _checks.boolean("test_time_flip", test_time_flip)
+        self.test_time_flip, self.test_time_shift = test_time.checked(
+            test_time_flip, test_time_shift
+        )
         self.gradient_clip_norm = _checks.optional(
             _checks.positive_number, "gradient_clip_norm", gradient_clip_norm
         )
         self.gradient_norm_tracker = keras.metrics.Mean(name="gradient_norm")
 
-    @property
-    def minimum_input_size(self) -> int:
-        """The smallest height and width the trunk takes."""
-        return self.backbone.minimum_input_size
+    minimum_input_size = property(
+        lambda self: self.backbone.minimum_input_size,
+        doc="The smallest height and width the trunk takes.",
+    )
 
     # --- Inference ---
 
@@ -185,12 +220,9 @@ class NiNImageClassifier(keras.Model):
         if self.preprocessor is not None:
             inputs = self.preprocessor(inputs)
         check_image_size(inputs.shape, self.minimum_input_size)
-        graph = super().call
-        outputs = _run_graph(self, graph, inputs, training=training, mask=mask)
-        if self.test_time_flip and not training:
-            mirror = keras.ops.flip(inputs, axis=2)
-            outputs = (outputs + _run_graph(self, graph, mirror, training)) / 2
-        return outputs
+        if training:
+            return _run_graph(self, super().call, inputs, training, mask)
+        return _mean_over_views(self, super().call, inputs, training, mask)
 
     def _numpy_images(self, x: Any) -> Any:
         return x if self.preprocessor is None else self.preprocessor.check(x)
@@ -294,6 +326,7 @@ class NiNImageClassifier(keras.Model):
             "output_activation": self.output_activation,
             "class_names": self.class_names,
             "test_time_flip": self.test_time_flip,
+            "test_time_shift": self.test_time_shift,
             "gradient_clip_norm": self.gradient_clip_norm,
         }
 
@@ -378,7 +411,12 @@ _BACKBONE_ARGS = frozenset(
 _CONVERTER_ARGS = frozenset({"input_range", "image_size", "interpolation"})
 _CONVERTER_ARGS |= {"check_range"}
 # What a fresh head for other classes does not take from the preset's.
-_HEAD_OF_THE_DATA = ("num_classes", "class_names", "test_time_flip")
+_HEAD_OF_THE_DATA = (
+    "num_classes",
+    "class_names",
+    "test_time_flip",
+    "test_time_shift",
+)
 
 
 def _load_preset(

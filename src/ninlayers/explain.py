@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from ninlayers import _test_time as test_time
 from ninlayers import pixels
 from ninlayers._utils import all_layers
 from ninlayers.classifier import NiNImageClassifier
@@ -48,13 +49,15 @@ def class_map_model(model: keras.Model, average_mirror: bool = False) -> keras.M
         model: keras.Model. A built model containing a `NiNClassifierHead`.
         average_mirror: bool. For a model with `test_time_flip`, average the
             image's maps with its mirror image's (flipped back), as its
-            predictions are averaged. `False` (the default) keeps the
-            image's own maps, which show where better.
+            predictions are averaged (shifted views' maps are not
+            averaged). `False` (the default) keeps the image's own maps,
+            which show where better.
 
     Returns:
         keras.Model with two outputs: the head's maps `(batch, h, w, classes)`
         and the model's predictions `(batch, classes)` (for a model with
-        `test_time_flip`, the mean of the image's and its mirror image's).
+        `test_time_flip` or `test_time_shift`, the mean over the views its
+        own predictions average).
 
     Raises:
         ValueError: if the model has no head, or its head's input is not a
@@ -71,14 +74,16 @@ def class_map_model(model: keras.Model, average_mirror: bool = False) -> keras.M
             "or Sequential graph (NiN, keras.Model(inputs, outputs)). "
             f"Received: a {type(model).__name__} where that failed ({error})"
         ) from None
-    if not (isinstance(model, NiNImageClassifier) and model.test_time_flip):
+    flip = isinstance(model, NiNImageClassifier) and model.test_time_flip
+    shift = model.test_time_shift if isinstance(model, NiNImageClassifier) else 0
+    if not (flip or shift):
         return mapper
     images = keras.Input(model.inputs[0].shape[1:])
-    maps, probs = mapper(images)
-    mirror_maps, mirror_probs = mapper(keras.ops.flip(images, axis=2))
-    if average_mirror:
-        maps = (maps + keras.ops.flip(mirror_maps, axis=2)) / 2
-    return keras.Model(images, [maps, (probs + mirror_probs) / 2])
+    outputs = [mapper(view) for view, _ in test_time.views(images, flip, shift)]
+    maps = outputs[0][0]
+    if average_mirror and flip:
+        maps = (maps + keras.ops.flip(outputs[1][0], axis=2)) / 2
+    return keras.Model(images, [maps, test_time.mean([p for _, p in outputs])])
 
 
 def class_activation_maps(

@@ -42,6 +42,7 @@ __all__ = [
     "format_of",
     "metadata",
     "to_tflite",
+    "with_test_time",
     "with_test_time_flip",
 ]
 
@@ -120,7 +121,9 @@ def metadata(model: keras.Model) -> dict[str, Any]:
     which integer pixels are mapped; `None` for other models, whose inputs
     are taken as they are), `logits` (whether the outputs are logits rather
     than probabilities), `input_shape`, `test_time_flip` (whether the graph
-    averages each image with its mirror image, at twice the work).
+    averages each image with its mirror image, at twice the work) and
+    `test_time_shift` (the pixels by which it also averages each image moved
+    right, left, down and up, at five times the work; `0` for none).
 
     Example:
 
@@ -144,6 +147,11 @@ def metadata(model: keras.Model) -> dict[str, Any]:
         "input_shape": list(model.input_shape[1:]),
         "test_time_flip": bool(
             isinstance(model, classifier.NiNImageClassifier) and model.test_time_flip
+        ),
+        "test_time_shift": (
+            int(model.test_time_shift)
+            if isinstance(model, classifier.NiNImageClassifier)
+            else 0
         ),
     }
 
@@ -173,6 +181,7 @@ def export(
     output_type: str = "float32",
     test_time_flip: bool | None = None,
     verbose: bool = False,
+    test_time_shift: int | None = None,
 ) -> Path:
     """Exports a model for deployment, in float32 or full-integer int8.
 
@@ -199,6 +208,10 @@ def export(
             `None` keeps the model's setting. Defaults to `None`.
         verbose: bool. Print each stage, and a progress bar over the
             calibration images (Keras's `Progbar`). Defaults to `False`.
+        test_time_shift: int or `None`. For a `NiN`, the pixels by which the
+            file also averages each image moved right, left, down and up
+            (five times the cost; `0` for none); `None` keeps the model's
+            setting. Defaults to `None`.
 
     Returns:
         Path of the file or directory.
@@ -220,8 +233,8 @@ def export(
     input_type = _checks.one_of("input_type", input_type, IO_TYPES)
     output_type = _checks.one_of("output_type", output_type, IO_TYPES)
     _check_export(format, int8, calibration, input_type, output_type)
-    if test_time_flip is not None and isinstance(model, classifier.NiNImageClassifier):
-        model = with_test_time_flip(model, bool(test_time_flip))
+    if isinstance(model, classifier.NiNImageClassifier):
+        model = with_test_time(model, test_time_flip, test_time_shift)
     copy = float32_copy(model)
     info = {**metadata(copy), "int8": bool(int8), "format": format}
     if int8:
@@ -339,21 +352,54 @@ def _check_export(
 
 
 def with_test_time_flip(model: keras.Model, flip: bool) -> keras.Model:
-    """A `NiN` with `test_time_flip` set to `flip`: the model itself when it
-    already is, else a copy with the same weights.
+    """A `NiN` with `test_time_flip` set to `flip` (see `with_test_time`).
 
     >>> from ninlayers import NiN
     >>> with_test_time_flip(NiN(), True).test_time_flip
     True
     """
+    return with_test_time(model, flip=bool(flip))
+
+
+def with_test_time(
+    model: keras.Model, flip: bool | None = None, shift: int | None = None
+) -> keras.Model:
+    """A `NiN` with its test-time views set: the model itself when they
+    already are, else a copy with the same weights.
+
+    Args:
+        model: `NiNImageClassifier` (`NiN`).
+        flip: bool or `None`. Its `test_time_flip`; `None` keeps it.
+        shift: int or `None`. Its `test_time_shift`; `None` keeps it.
+
+    Returns:
+        keras.Model.
+
+    Raises:
+        ValueError: for another kind of model, or a negative shift.
+
+    Example:
+
+    >>> from ninlayers import NiN
+    >>> model = with_test_time(NiN(test_time_flip=True), shift=1)
+    >>> model.test_time_flip, model.test_time_shift
+    (True, 1)
+    """
     if not isinstance(model, classifier.NiNImageClassifier):
         raise ValueError(
-            "Test-time flip is a NiNImageClassifier's (NiN's) setting. "
-            f"Received: a {type(model).__name__}"
+            "Test-time flips and shifts are a NiNImageClassifier's (NiN's) "
+            f"settings. Received: a {type(model).__name__}"
         )
-    if model.test_time_flip == flip:
+    changes = {}
+    if flip is not None and bool(flip) != model.test_time_flip:
+        changes["test_time_flip"] = bool(flip)
+    if shift is not None:
+        shift = _checks.non_negative_int("test_time_shift", shift)
+        if shift != model.test_time_shift:
+            changes["test_time_shift"] = shift
+    if not changes:
         return model
-    copy = model.__class__.from_config({**model.get_config(), "test_time_flip": flip})
+    copy = model.__class__.from_config({**model.get_config(), **changes})
     copy.set_weights(model.get_weights())
     return copy
 

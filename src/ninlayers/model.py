@@ -58,6 +58,7 @@ class NiN(NiNImageClassifier):
         check_input_range: bool. Refuse NumPy floats far outside
             `input_range` (0-255 floats given to a 0-1 model). Defaults to
             `False`: any floats, standardised ones included, are taken.
+        test_time_shift: int. Defaults to `0` (see `NiNImageClassifier`).
         name: str. Defaults to `"nin"`. **kwargs: `dtype`, `trainable`.
 
     Example:
@@ -94,6 +95,7 @@ class NiN(NiNImageClassifier):
         test_time_flip: bool = False,
         input_range: Sequence[float] = pixels.DEFAULT_INPUT_RANGE,
         check_input_range: bool = False,
+        test_time_shift: int = 0,
         name: str = "nin",
         **kwargs: Any,
     ) -> None:
@@ -125,6 +127,7 @@ class NiN(NiNImageClassifier):
             class_names,
             test_time_flip,
             gradient_clip_norm,
+            test_time_shift,
             name=name,
             **kwargs,
         )
@@ -134,24 +137,19 @@ class NiN(NiNImageClassifier):
     input_range = property(lambda self: self.preprocessor.input_range)
 
     def get_config(self) -> dict[str, Any]:
+        # The classifier's own options, with its pieces as flat arguments.
+        config = super().get_config()
+        del config["backbone"], config["preprocessor"]
         trunk, pixels_ = self.backbone, self.preprocessor
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
+            **config,
             "input_shape": list(trunk.image_shape),
             "architecture": trunk.architecture,
-            "head_kernel_size": self.head_kernel_size,
             "num_mlp_layers": trunk.num_mlp_layers,
             "activation": trunk.activation,
             "use_batch_norm": trunk.use_batch_norm,
             "batch_norm_momentum": trunk.batch_norm_momentum,
-            "head_final_activation": self.head_final_activation,
-            "output_activation": self.output_activation,
-            "gradient_clip_norm": self.gradient_clip_norm,
-            "test_time_flip": self.test_time_flip,
             "precision": self.precision,
-            "class_names": self.class_names,
             "input_range": list(pixels_.input_range),
             "check_input_range": pixels_.check_range,
             # The resolved policy: "auto" alone would compute in another
@@ -200,11 +198,12 @@ def _backbone(**arguments: Any) -> NiNBackbone:
     dtype = arguments.get("dtype") or runtime.resolve_precision(
         arguments.get("precision", "auto")
     )
-    if arguments.get("test_time_flip"):
-        raise ValueError(
-            "`test_time_flip` averages class predictions and needs the "
-            "head. Received: test_time_flip=True with include_head=False"
-        )
+    for option in ("test_time_flip", "test_time_shift"):
+        if arguments.get(option):
+            raise ValueError(
+                f"`{option}` averages class predictions and needs the head. "
+                f"Received: {option}={arguments[option]!r} with include_head=False"
+            )
     return NiNBackbone(
         arguments.get("architecture", "nin_28"),
         arguments.get("input_shape"),

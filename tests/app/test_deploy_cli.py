@@ -80,6 +80,50 @@ def test_export_then_evaluate_and_predict_the_file(saved, tmp_path, capsys):
     assert out.startswith(f"{picture}: square (square ")
 
 
+@pytest.mark.parametrize(
+    ("options", "views", "said"),
+    [
+        ([], (False, 0), "does one pass per image"),
+        (
+            ["--test-time-shift", "1"],
+            (False, 1),
+            "itself moved 1 pixels each way (5 passes",
+        ),
+        (
+            ["--test-time-flip", "--test-time-shift", "2"],
+            (True, 2),
+            "its mirror image and itself moved 2 pixels each way (10 passes",
+        ),
+    ],
+)
+def test_export_sets_and_says_the_test_time_views(
+    saved, tmp_path, capsys, options, views, said
+):
+    from ninlayers.exported import ExportedModel
+
+    target = tmp_path / "m.tflite"
+    status, out, err = run(capsys, "export", saved / "model.keras", target, *options)
+    assert status == 0, err
+    assert said in out
+    metadata = ExportedModel(target).metadata
+    assert (metadata["test_time_flip"], metadata["test_time_shift"]) == views
+
+
+@pytest.mark.parametrize("value", ["-1", "x"])
+def test_export_refuses_a_bad_test_time_shift(saved, tmp_path, capsys, value):
+    with pytest.raises(SystemExit):
+        run(
+            capsys,
+            "export",
+            saved / "model.keras",
+            tmp_path / "m.tflite",
+            "--test-time-shift",
+            value,
+        )
+    assert "--test-time-shift" in capsys.readouterr().err
+    assert not (tmp_path / "m.tflite").exists()
+
+
 def test_exported_files_refuse_what_they_cannot_do(saved, tmp_path, capsys):
     status, _, err = run(capsys, "export", saved / "model.keras", tmp_path / "m.onnx")
     assert status == 0, err

@@ -55,6 +55,7 @@ def _argument(check: Callable[[str, Any], Any], parse: type) -> Callable[[str], 
 
 
 _positive_int = _argument(_checks.positive_int, int)
+_non_negative_int = _argument(_checks.non_negative_int, int)
 _positive_float = _argument(_checks.positive_number, float)
 
 
@@ -399,6 +400,14 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         const=False,
         help="one pass per image: half the work of a flipping model",
     )
+    export.add_argument(
+        "--test-time-shift",
+        type=_non_negative_int,
+        metavar="PIXELS",
+        help="also average each image moved this many pixels right, left, down "
+        "and up: five times the work; 0 for none (default: the model's own "
+        "setting)",
+    )
 
 
 def _architecture(text: str | None):
@@ -507,19 +516,35 @@ def _export(args: argparse.Namespace) -> None:
         image_folder=args.image_folder,
         test_time_flip=args.test_time_flip,
         verbose=sys.stdout.isatty(),
+        test_time_shift=args.test_time_shift,
     )
     kind = "int8" if written["int8"] else "float32"
-    flip = (
-        "averages each image with its mirror image (twice the work; "
-        "--no-test-time-flip halves it)"
-        if written["test_time_flip"]
-        else "one pass per image (--test-time-flip averages with the mirror "
-        "image at twice the work)"
-    )
     print(
         f"wrote {safe_text(written['path'])} ({written['format']}, {kind}, "
-        f"{written['bytes'] / 1e6:.1f} MB); it {flip}; check it with: "
-        f"ninlayers evaluate {safe_text(written['path'])}"
+        f"{written['bytes'] / 1e6:.1f} MB); it {_views_text(written)}; check it "
+        f"with: ninlayers evaluate {safe_text(written['path'])}"
+    )
+
+
+def _views_text(written: dict[str, Any]) -> str:
+    """What an exported file averages per image, and the option changing it."""
+    shift = written["test_time_shift"]
+    if not (written["test_time_flip"] or shift):
+        return (
+            "does one pass per image (--test-time-flip averages with the "
+            "mirror image at twice the work)"
+        )
+    views, undo = [], []
+    if written["test_time_flip"]:
+        views.append("its mirror image")
+        undo.append("--no-test-time-flip")
+    if shift:
+        views.append(f"itself moved {shift} pixels each way")
+        undo.append("--test-time-shift 0")
+    passes = (2 if written["test_time_flip"] else 1) * (5 if shift else 1)
+    return (
+        f"averages each image with {' and '.join(views)} ({passes} passes per "
+        f"image; {' and '.join(undo)} for one)"
     )
 
 

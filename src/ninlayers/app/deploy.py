@@ -64,6 +64,7 @@ def export_model(
     image_folder: str | os.PathLike | None = None,
     test_time_flip: bool | None = None,
     verbose: bool = False,
+    test_time_shift: int | None = None,
 ) -> dict[str, Any]:
     """Exports a model for deployment (see `ninlayers.export.export`).
 
@@ -78,11 +79,13 @@ def export_model(
         test_time_flip: bool or `None` (the model's setting).
         verbose: bool. Print each stage and a progress bar over the
             calibration images.
+        test_time_shift: int or `None` (the model's setting).
 
     Returns:
         dict: `path`, `format`, `int8`, `test_time_flip` (whether the file
-        averages each image with its mirror image), `bytes` (the file's or
-        folder's size).
+        averages each image with its mirror image), `test_time_shift` (the
+        pixels by which it also averages shifted images), `bytes` (the
+        file's or folder's size).
     """
     model = inference._as_model(model)
     if isinstance(model, exported.ExportedModel):
@@ -112,16 +115,25 @@ def export_model(
         output_type=output_type,
         test_time_flip=test_time_flip,
         verbose=verbose,
+        test_time_shift=test_time_shift,
     )
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    nin = isinstance(model, NiNImageClassifier)
+    flip = (
+        getattr(model, "test_time_flip", False)
+        if test_time_flip is None
+        else test_time_flip
+    )
+    shift = (
+        getattr(model, "test_time_shift", 0)
+        if test_time_shift is None
+        else test_time_shift
+    )
     return {
         "path": str(path),
         "format": export.format_of(path) if format is None else format,
         "int8": bool(int8),
-        "test_time_flip": (
-            bool(test_time_flip)
-            if test_time_flip is not None
-            else isinstance(model, NiNImageClassifier) and model.test_time_flip
-        ),
+        "test_time_flip": nin and bool(flip),
+        "test_time_shift": int(shift) if nin else 0,
         "bytes": sum(p.stat().st_size for p in files),
     }
