@@ -161,8 +161,7 @@ def train(
 
     Args:
         recipe: str or Recipe. A name in `RECIPES` (`"default"`, `"quick"`,
-            `"tutorial"`)
-            or a `Recipe`.
+            `"fast"`, `"tutorial"`) or a `Recipe`.
         output_dir: str or path. Where the artifacts go.
         epochs: int or `None`. Overrides the recipe's.
         batch_size: int or `None`. Overrides the recipe's.
@@ -527,6 +526,7 @@ def build_model(
         batch_norm_momentum=batch_norm_momentum(recipe, data.steps_per_epoch),
         head_final_activation=recipe.head_final_activation,
         test_time_flip=recipe.test_time_flip,
+        test_time_shift=recipe.test_time_shift,
         precision=recipe.precision,
         class_names=data.class_names,
         # Trained on [0, 1] floats: refuse 0-255 floats instead of misreading.
