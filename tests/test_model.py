@@ -656,17 +656,21 @@ def test_test_time_flip_averages_image_and_mirror_at_inference_only(tmp_path):
     np.testing.assert_allclose(flipping.predict(x, verbose=0), expected, atol=1e-5)
     # The image alone would give another answer: the mirror counts.
     assert not np.allclose(expected, plain.predict(x, verbose=0), atol=1e-5)
-    # Training sees the images as they are.
+    reloaded = _trains_as_is_and_reloads(flipping, plain, x, expected, tmp_path)
+    assert reloaded.test_time_flip is True
+
+
+def _trains_as_is_and_reloads(model, plain, x, expected, tmp_path):
+    """Training sees the images as they are; a saved copy predicts `expected`."""
     np.testing.assert_allclose(
-        to_numpy(flipping(x, training=True)),
+        to_numpy(model(x, training=True)),
         to_numpy(plain(x, training=True)),
         atol=1e-5,
     )
-    path = tmp_path / "flip.keras"
-    flipping.save(path)
-    reloaded = keras.saving.load_model(path)
-    assert reloaded.test_time_flip is True
+    model.save(tmp_path / "views.keras")
+    reloaded = keras.saving.load_model(tmp_path / "views.keras")
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=1e-5)
+    return reloaded
 
 
 def _shifted(x: np.ndarray, rows: int, columns: int) -> np.ndarray:
@@ -698,16 +702,8 @@ def test_test_time_shift_averages_shifted_views_at_inference_only(tmp_path, flip
     )
     fewer.set_weights(plain.get_weights())
     assert not np.allclose(expected, fewer.predict(x, verbose=0), atol=1e-5)
-    np.testing.assert_allclose(
-        to_numpy(shifting(x, training=True)),
-        to_numpy(plain(x, training=True)),
-        atol=1e-5,
-    )
-    path = tmp_path / "shift.keras"
-    shifting.save(path)
-    reloaded = keras.saving.load_model(path)
+    reloaded = _trains_as_is_and_reloads(shifting, plain, x, expected, tmp_path)
     assert (reloaded.test_time_shift, reloaded.test_time_flip) == (2, flip)
-    np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, "1", True])
