@@ -134,7 +134,8 @@ def run_deployment_benchmark(
         single: int. Batch-1 calls per path and round. Defaults to `256`.
         test_time_flip: bool. Export and run the model with test-time flip
             (twice the work per image). Defaults to `False`, one pass per
-            image as the seed's model does.
+            image as the seed's model does. Test-time shifts are left out
+            either way.
         calibration: int. Training images the int8 files are calibrated on.
         data_dir: Fashion-MNIST's directory, or `None` to look for it.
         print_fn: callable or `None`. Where the table goes.
@@ -151,7 +152,9 @@ def run_deployment_benchmark(
     """
     (x_train, _), (x_test, y_test) = data.load_fashion_mnist(data_dir)
     x = x_test[:images, ..., None].astype("float32") / 255.0
-    keras_model = export.with_test_time_flip(inference._as_model(model), test_time_flip)
+    keras_model = export.with_test_time(
+        inference._as_model(model), flip=test_time_flip, shift=0
+    )
     cal = x_train[:: max(len(x_train) // calibration, 1)][:calibration, ..., None]
     # One step per exported file, then per timed round.
     bar = (
