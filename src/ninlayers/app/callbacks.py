@@ -104,6 +104,11 @@ class HeldOutScore(keras.callbacks.Callback):
     iterator every epoch: on these machines a new iterator could slow the
     following epochs 1.7-1.9x (docs/performance.md).
 
+    A NiN with test-time views (`test_time_flip`, `test_time_shift`) is
+    scored on each image alone unless `all_views`, as timm's training
+    scores without its test-time augmentation: ten views would cost ten
+    times the scoring every epoch. The trainer's final test score has them.
+
     Args:
         x: np.ndarray. Images as the model takes them.
         y: np.ndarray. Integer labels.
@@ -111,6 +116,8 @@ class HeldOutScore(keras.callbacks.Callback):
         prefix: str. `"val"` for images held out of the training set, as
             Keras names them; `"test"` for test images, so that nothing
             reading the logs takes test scores for validation ones.
+        all_views: bool. Score what the model predicts, averaged over its
+            test-time views, rather than each image alone.
     """
 
     def __init__(
@@ -119,10 +126,12 @@ class HeldOutScore(keras.callbacks.Callback):
         y: np.ndarray,
         batch_size: int = 500,
         prefix: str = "val",
+        all_views: bool = False,
     ) -> None:
         super().__init__()
         self.x, self.y, self.batch_size = x, np.asarray(y), batch_size
-        self.prefix = prefix
+        self.prefix, self.all_views = prefix, bool(all_views)
+        self._one_view: tuple[keras.Model, keras.Model] | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         from ninlayers.app.inference import probabilities, scores
@@ -136,12 +145,29 @@ class HeldOutScore(keras.callbacks.Callback):
                 batch = self.x[i : i + self.batch_size]
                 # Under several workers each one's batch comes back gathered
                 # from all (the same images): the first rows are this batch's.
-                predicted = model.predict_on_batch(batch)
+                predicted = self._predict_one_view(model, batch)
                 outputs.append(np.asarray(predicted)[: len(batch)])
             probs = probabilities(model, np.concatenate(outputs))
         score = scores(probs, self.y)
         logs[f"{self.prefix}_accuracy"] = score["accuracy"]
         logs[f"{self.prefix}_loss"] = score["loss"]
+
+    def _predict_one_view(self, model: keras.Model, batch: np.ndarray):
+        """`model`'s outputs for `batch`, each image seen alone: through the
+        classifier's own graph (its layers, shared) for a model with
+        test-time views, kept for the next epochs."""
+        views = getattr(model, "test_time_flip", False) or getattr(
+            model, "test_time_shift", 0
+        )
+        if self.all_views or not views:
+            return model.predict_on_batch(batch)
+        if self._one_view is None or self._one_view[0] is not model:
+            graph = keras.Model(model.inputs, model.outputs, name="one_view")
+            self._one_view = (model, graph)
+        converter = model.preprocessor
+        if converter is not None:
+            batch = converter(converter.check(batch))
+        return self._one_view[1].predict_on_batch(batch)
 
 
 class Terminated(KeyboardInterrupt):
