@@ -360,7 +360,7 @@ def test_the_quick_recipe_is_the_default_training_on_the_narrow_network(tmp_path
     assert quick.batch_size == 2 * default.batch_size
     assert quick.learning_rate == 2 * default.learning_rate
     assert (quick.epochs, quick.erasing, quick.architecture) == (
-        3,
+        2,
         0.0,
         "nin_28_narrow",
     )
