@@ -121,3 +121,16 @@ def test_summary_shows_every_block_before_any_data():
     # 3x3x8x4 + 4 and 2 x (4x4 + 4).
     expected = (9 * 8 + 2 * 64 + 3 * 4 * 8) + (9 * 8 * 4 + 4 + 2 * (16 + 4))
     assert f"Total params: {expected:,}" in text
+
+
+@pytest.mark.parametrize("views", [{"test_time_flip": True}, {"test_time_shift": 1}])
+def test_test_time_views_of_another_model_are_refused_before_any_file(tmp_path, views):
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten()])
+    with pytest.raises(ValueError, match="a Sequential has none"):
+        export.export(model, tmp_path / "plain.tflite", **views)
+    assert not list(tmp_path.iterdir())
+    # Asking for none is what the model does: it exports.
+    path = export.export(
+        model, tmp_path / "plain.tflite", test_time_flip=False, test_time_shift=0
+    )
+    assert path.is_file()

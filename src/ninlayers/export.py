@@ -218,7 +218,8 @@ def export(
 
     Raises:
         ValueError: for an unknown format or type, int8 without calibration
-            images or for a SavedModel, or a backend other than TensorFlow.
+            images or for a SavedModel, a backend other than TensorFlow, or
+            test-time views asked of a model that is not a `NiN`.
         MissingDependencyError: when ONNX export's packages are missing.
 
     Example:
@@ -235,6 +236,13 @@ def export(
     _check_export(format, int8, calibration, input_type, output_type)
     if isinstance(model, classifier.NiNImageClassifier):
         model = with_test_time(model, test_time_flip, test_time_shift)
+    elif test_time_flip or test_time_shift:
+        raise ValueError(
+            "Test-time flips and shifts are a NiNImageClassifier's (NiN's) "
+            f"settings; a {type(model).__name__} has none. Received: "
+            f"test_time_flip={test_time_flip!r}, "
+            f"test_time_shift={test_time_shift!r}"
+        )
     copy = float32_copy(model)
     info = {**metadata(copy), "int8": bool(int8), "format": format}
     if int8:

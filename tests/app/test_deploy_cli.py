@@ -124,6 +124,19 @@ def test_export_refuses_a_bad_test_time_shift(saved, tmp_path, capsys, value):
     assert not (tmp_path / "m.tflite").exists()
 
 
+@pytest.mark.parametrize("option", [["--test-time-flip"], ["--test-time-shift", "1"]])
+def test_export_refuses_test_time_views_of_another_model(tmp_path, capsys, option):
+    plain = keras.Sequential(
+        [keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
+    plain.save(tmp_path / "plain.keras")
+    target = tmp_path / "m.tflite"
+    status, out, err = run(capsys, "export", tmp_path / "plain.keras", target, *option)
+    assert status != 0 and not target.exists()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "a Sequential has none" in lines[0], err
+
+
 def test_exported_files_refuse_what_they_cannot_do(saved, tmp_path, capsys):
     status, _, err = run(capsys, "export", saved / "model.keras", tmp_path / "m.onnx")
     assert status == 0, err
