@@ -164,7 +164,7 @@ class HeldOutScore(keras.callbacks.Callback):
         if self._one_view is None or self._one_view[0] is not model:
             graph = keras.Model(model.inputs, model.outputs, name="one_view")
             self._one_view = (model, graph)
-        converter = model.preprocessor
+        converter = getattr(model, "preprocessor", None)
         if converter is not None:
             batch = converter(converter.check(batch))
         return self._one_view[1].predict_on_batch(batch)
