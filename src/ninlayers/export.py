@@ -237,11 +237,9 @@ def export(
     if isinstance(model, classifier.NiNImageClassifier):
         model = with_test_time(model, test_time_flip, test_time_shift)
     elif test_time_flip or test_time_shift:
-        raise ValueError(
-            "Test-time flips and shifts are a NiNImageClassifier's (NiN's) "
-            f"settings; a {type(model).__name__} has none. Received: "
-            f"test_time_flip={test_time_flip!r}, "
-            f"test_time_shift={test_time_shift!r}"
+        raise _no_views(
+            model,
+            f"test_time_flip={test_time_flip!r}, test_time_shift={test_time_shift!r}",
         )
     copy = float32_copy(model)
     info = {**metadata(copy), "int8": bool(int8), "format": format}
@@ -394,10 +392,7 @@ def with_test_time(
     (True, 1)
     """
     if not isinstance(model, classifier.NiNImageClassifier):
-        raise ValueError(
-            "Test-time flips and shifts are a NiNImageClassifier's (NiN's) "
-            f"settings. Received: a {type(model).__name__}"
-        )
+        raise _no_views(model, f"flip={flip!r}, shift={shift!r}")
     changes = {}
     if flip is not None and bool(flip) != model.test_time_flip:
         changes["test_time_flip"] = bool(flip)
@@ -410,6 +405,14 @@ def with_test_time(
     copy = model.__class__.from_config({**model.get_config(), **changes})
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _no_views(model: keras.Model, asked: str) -> ValueError:
+    """The refusal of test-time views asked of a model without them."""
+    return ValueError(
+        "Test-time flips and shifts are a NiNImageClassifier's (NiN's) "
+        f"settings; a {type(model).__name__} has none. Received: {asked}"
+    )
 
 
 def _calibration_images(model: keras.Model, images: Any) -> np.ndarray:
