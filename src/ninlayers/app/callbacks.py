@@ -145,17 +145,17 @@ class HeldOutScore(keras.callbacks.Callback):
                 batch = self.x[i : i + self.batch_size]
                 # Under several workers each one's batch comes back gathered
                 # from all (the same images): the first rows are this batch's.
-                predicted = self._predict_one_view(model, batch)
+                predicted = self._predict(model, batch)
                 outputs.append(np.asarray(predicted)[: len(batch)])
             probs = probabilities(model, np.concatenate(outputs))
         score = scores(probs, self.y)
         logs[f"{self.prefix}_accuracy"] = score["accuracy"]
         logs[f"{self.prefix}_loss"] = score["loss"]
 
-    def _predict_one_view(self, model: keras.Model, batch: np.ndarray):
-        """`model`'s outputs for `batch`, each image seen alone: through the
-        classifier's own graph (its layers, shared) for a model with
-        test-time views, kept for the next epochs."""
+    def _predict(self, model: keras.Model, batch: np.ndarray):
+        """`model`'s outputs for `batch`; for a model with test-time views,
+        unless `all_views`, each image seen alone, through the classifier's
+        own graph (its layers, shared), kept for the next epochs."""
         views = getattr(model, "test_time_flip", False) or getattr(
             model, "test_time_shift", 0
         )
