@@ -93,6 +93,10 @@ def export_model(
             f"{model.path} is already exported: export the .keras file, run "
             "directory or preset it came from."
         )
+    if isinstance(model, NiNImageClassifier):
+        # Set the views here, once, so that what is reported is the model's.
+        model = export.with_test_time(model, test_time_flip, test_time_shift)
+        test_time_flip = test_time_shift = None
     calibration = None
     if int8:
         height, width, channels = inference.input_size(model)
@@ -118,22 +122,12 @@ def export_model(
         test_time_shift=test_time_shift,
     )
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    nin = isinstance(model, NiNImageClassifier)
-    flip = (
-        getattr(model, "test_time_flip", False)
-        if test_time_flip is None
-        else test_time_flip
-    )
-    shift = (
-        getattr(model, "test_time_shift", 0)
-        if test_time_shift is None
-        else test_time_shift
-    )
+    views = export.metadata(model)
     return {
         "path": str(path),
         "format": export.format_of(path) if format is None else format,
         "int8": bool(int8),
-        "test_time_flip": nin and bool(flip),
-        "test_time_shift": int(shift) if nin else 0,
+        "test_time_flip": views["test_time_flip"],
+        "test_time_shift": views["test_time_shift"],
         "bytes": sum(p.stat().st_size for p in files),
     }
