@@ -35,21 +35,44 @@ def test_multiply_adds_count_every_convolution_by_hand():
     assert ceiling.training_flop_per_image(nin) == 6 * ceiling.multiply_adds(nin)
 
 
-def test_step_profile_counts_every_trunk_convolution_of_the_default_model():
-    # `ninlayers benchmark --kernels` times NiN()'s convolution shapes one
+@pytest.mark.parametrize(
+    "architecture, batch, blocks",
+    [
+        ("nin_28", 64, 3),
+        ("nin_28_narrow", 128, 3),
+        ([[32, 5], [64, 3, 1, "same", None]], 8, 2),
+    ],
+)
+def test_step_profile_counts_every_trunk_convolution(architecture, batch, blocks):
+    # `ninlayers benchmark --kernels` times the trunk's convolution shapes one
     # by one; its bound must add up to the model's own multiply-adds.
     from ninlayers.app import kernels as profile
 
-    per_layer = ceiling.multiply_adds_per_layer(NiN())
-    trunk = sum(per_layer[f"block{i}"] for i in (1, 2, 3))
+    model = NiN(architecture=architecture)
+    per_layer = ceiling.multiply_adds_per_layer(model)
+    trunk = sum(v for k, v in per_layer.items() if k.startswith("block"))
+    shapes = profile.convolution_shapes(model)
+    assert len(shapes) == 2 * blocks  # each block's kxk and its 1x1 shape
     rates = {
         f"{name}, {op}": 250.0
-        for name in profile.SHAPES
+        for name in shapes
         for op in ("forward", "backward, input", "backward, filter")
     }
-    ms, gflop = profile.convolution_bound(rates)
-    assert gflop == pytest.approx(6 * 64 * trunk / 1e9)
+    ms, gflop = profile.convolution_bound(rates, model, batch)
+    assert gflop == pytest.approx(6 * batch * trunk / 1e9)
     assert ms == pytest.approx(gflop / 250.0 * 1000)
+
+
+def test_step_profile_names_each_block_kernel():
+    from ninlayers.app.kernels import convolution_shapes
+
+    model = NiN(architecture=[[32, 5], [64, 3, 1, "same", None]])
+    assert convolution_shapes(model) == {
+        "block1 5x5": (28, 28, 1, 32, 5, 5),
+        "block1 1x1": (28, 28, 32, 32, 1, 1),
+        "block2 3x3": (13, 13, 32, 64, 3, 3),
+        "block2 1x1": (13, 13, 64, 64, 1, 1),
+    }
 
 
 @pytest.mark.slow
@@ -101,18 +124,25 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys, monkeypatch):
 @pytest.mark.slow
 def test_kernel_profile_reports_each_kernel_class_against_the_ceiling(tmp_path, capsys):
     args = ["benchmark", "--kernels", "--steps", "2", "--repeats", "1"]
+    args += ["--architecture", "nin_28_narrow", "--batch-size", "16"]
     assert cli.main([*args, "--json", str(tmp_path / "k.json")]) == 0
     printed = capsys.readouterr().out
     result = json.loads((tmp_path / "k.json").read_text())
     assert result["machine"]["processor"] in printed.splitlines()[0]
+    assert "nin_28_narrow at batch 16" in printed.splitlines()[1]
+    assert (result["architecture"], result["batch_size"]) == ("nin_28_narrow", 16)
     kinds = result["profile"]["kernel_ms_per_step_by_kind"]
     assert {"convolution forward", "batch norm", "pooling"} <= set(kinds)
     assert min(kinds.values()) > 0 and result["profile"]["wall_ms_per_step"] > 0
-    from ninlayers.app.kernels import SHAPES, convolution_bound
+    from ninlayers.app.kernels import convolution_bound, convolution_shapes
 
+    model = NiN(architecture="nin_28_narrow")
     gflops = result["convolution_gflops"]
-    assert len(gflops) == 3 * len(SHAPES) and min(gflops.values()) > 0
-    ms, flop = convolution_bound(gflops)
+    assert (
+        len(gflops) == 3 * len(convolution_shapes(model)) and min(gflops.values()) > 0
+    )
+    assert "block1 1x1, backward, filter" in gflops
+    ms, flop = convolution_bound(gflops, model, 16)
     assert result["convolutions_alone"]["ms_per_step"] == pytest.approx(ms)
     top = result["ceiling"]["bfloat16"]
     for name, rate in gflops.items():  # each line: its fraction of the ceiling
@@ -126,6 +156,18 @@ def test_kernel_profile_is_refused_on_other_backends(monkeypatch, capsys):
     assert cli.main(["benchmark", "--kernels"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--backend tensorflow" in err
+
+
+def test_architecture_without_kernels_is_refused(capsys):
+    assert cli.main(["benchmark", "--architecture", "nin_28_narrow"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--kernels" in err
+
+
+def test_kernel_profile_refuses_a_bad_architecture_in_one_line(capsys):
+    assert cli.main(["benchmark", "--kernels", "--architecture", "[[96, 3]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "JSON list of block specs" in err
 
 
 def test_benchmark_images_are_fashion_mnist_else_random(monkeypatch):

@@ -324,6 +324,11 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
         "convolution alone)",
     )
     bench.add_argument(
+        "--architecture",
+        help=f"with --kernels: the trunk to profile, one of {', '.join(ARCHITECTURES)} "
+        "or a JSON list of block specs (default: NiN()'s)",
+    )
+    bench.add_argument(
         "--steps",
         type=_positive_int,
         default=20,
@@ -551,6 +556,11 @@ def _views_text(written: dict[str, Any]) -> str:
 def _benchmark(args: argparse.Namespace) -> None:
     from ninlayers.app.artifacts import write_json
 
+    if args.architecture is not None and not args.kernels:
+        raise ValueError(
+            "--architecture chooses the trunk that --kernels profiles; the "
+            "other benchmarks time NiN()'s. Add --kernels or leave it out."
+        )
     if args.kernels:
         import keras
 
@@ -561,7 +571,12 @@ def _benchmark(args: argparse.Namespace) -> None:
             )
         from ninlayers.app.kernels import run_kernel_profile
 
-        result = run_kernel_profile(steps=args.steps, repeats=args.repeats)
+        result = run_kernel_profile(
+            steps=args.steps,
+            repeats=args.repeats,
+            architecture=_architecture(args.architecture) or "nin_28",
+            batch_size=args.batch_size,
+        )
     elif args.deployment:
         import logging
 

@@ -1,20 +1,24 @@
-"""A training step of `NiN()`, kernel by kernel, against the bfloat16 ceiling.
+"""A NiN training step, kernel by kernel, against the bfloat16 ceiling.
 
-`ninlayers benchmark --kernels` (TensorFlow). Two measurements in one run:
+`ninlayers benchmark --kernels` (TensorFlow), for `NiN(architecture=...)`
+at a batch size (by default `NiN()` at 64). Two measurements in one run:
 
-1. TensorFlow's profiler over `steps` training steps at batch 64: the
+1. TensorFlow's profiler over `steps` training steps: the
    time of every kernel, summed per step by kind (convolution forward,
    backward to the input, backward to the filter, matrix products, batch
    norm, ReLU's gradient, pooling, the rest) and by stage. Kernels run two
    at a time (TensorFlow's inter-op threads), so the kinds add up to more
    than the step's wall time: read them as shares.
-2. Each of the network's convolution shapes alone, at batch 64 in
-   bfloat16, as training runs it (1x1 convolutions as matrix products
+2. Each of the trunk's convolution shapes alone, at the same batch size
+   in bfloat16, as training runs it (1x1 convolutions as matrix products
    where `ninlayers.layers.POINTWISE_AS_MATMUL` says so): forward, backward
    to the input and backward to the filter, alternating, medians of
    `repeats`, in GFLOP/s, against the ceiling
    (`ninlayers.app.ceiling.measure_ceiling`) measured before and after in
-   the same run.
+   the same run. Each block's convolutions are timed at the block's
+   output size with stride 1 and "same" padding: for a block with strides
+   or "valid" padding (`nin_224`'s first), the same multiply-adds, not the
+   same kernel.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import re
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 from ninlayers import NiN, layers
@@ -35,7 +41,12 @@ from ninlayers.app import machine
 from ninlayers.app.benchmark import benchmark_images
 from ninlayers.app.ceiling import measure_ceiling
 
-__all__ = ["SHAPES", "convolution_bound", "format_kernel_profile", "run_kernel_profile"]
+__all__ = [
+    "convolution_bound",
+    "convolution_shapes",
+    "format_kernel_profile",
+    "run_kernel_profile",
+]
 
 #: Kernel name (after the last ":") -> kind.
 KINDS = {
@@ -56,30 +67,64 @@ KINDS = {
     "_MklNativeMaxPoolGrad": "pooling",
 }
 
-#: The convolutions of `NiN()` at batch 64: (height, in, out, kernel), by name.
-SHAPES = {
-    "block1 3x3": (28, 1, 96, 3),
-    "block1 1x1": (28, 96, 96, 1),
-    "block2 3x3": (13, 96, 256, 3),
-    "block2 1x1": (13, 256, 256, 1),
-    "block3 3x3": (6, 256, 384, 3),
-    "block3 1x1": (6, 384, 384, 1),
-}
+#: A convolution's shape: (height, width, input channels, filters, kernel
+#: height, kernel width), at its output's size.
+Shape = tuple[int, int, int, int, int, int]
 
 
-def _flop(height: int, channels: int, filters: int, kernel: int) -> int:
-    """FLOP of one convolution forward at batch 64 ("same" padding)."""
-    return 2 * 64 * height * height * channels * filters * kernel * kernel
+def _blocks(model: keras.Model) -> list[layers.NiNBlock]:
+    trunk = model.backbone.layers
+    return [layer for layer in trunk if isinstance(layer, layers.NiNBlock)]
 
 
-def profile_steps(steps: int) -> dict:
+def convolution_shapes(model: keras.Model) -> dict[str, Shape]:
+    """The trunk's convolution shapes, by name ("block1 3x3", "block1 1x1",
+    ...): each `NiNBlock` of `model.backbone`, its first convolution and its
+    1x1 convolutions (one shape for them all), at the block's output size."""
+    shapes = {}
+    for block in _blocks(model):
+        _, height, width, filters = block.output.shape
+        k_h, k_w = block.kernel_size
+        shapes[f"{block.name} {k_h}x{k_w}"] = (
+            height,
+            width,
+            block.input.shape[-1],
+            filters,
+            k_h,
+            k_w,
+        )
+        if block.num_mlp_layers:
+            shapes[f"{block.name} 1x1"] = (height, width, filters, filters, 1, 1)
+    return shapes
+
+
+def _per_step(model: keras.Model) -> dict[str, int]:
+    """How many convolutions of each of `convolution_shapes`' a step runs."""
+    counts = dict.fromkeys(convolution_shapes(model), 1)
+    for block in _blocks(model):
+        if block.num_mlp_layers:
+            counts[f"{block.name} 1x1"] = block.num_mlp_layers
+    return counts
+
+
+def _flop(batch: int, shape: Shape) -> int:
+    """FLOP of one convolution forward at its output's size."""
+    height, width, channels, filters, k_h, k_w = shape
+    return 2 * batch * height * width * channels * filters * k_h * k_w
+
+
+def profile_steps(model: keras.Model, steps: int, batch: int) -> dict:
     """Kernel time per training step by kind and stage, and the wall time."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    x, y, _ = benchmark_images(64 * steps)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(64).cache()
-    model = NiN()
-    model.compile()
+    if tuple(model.input_shape[1:]) == (28, 28, 1):
+        x, y, _ = benchmark_images(batch * steps)
+    else:  # random images of the model's size: a few batches, repeated
+        rng = np.random.default_rng(0)
+        x = rng.random((min(steps, 4) * batch, *model.input_shape[1:]), "float32")
+        y = rng.integers(0, model.num_classes, len(x))
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
+    dataset = dataset.repeat().take(steps)
     model.fit(dataset, epochs=1, shuffle=False, verbose=0)  # warm-up, tracing
     space = xplane_pb2.XSpace()
     with tempfile.TemporaryDirectory(prefix="ninlayers-profile-") as directory:
@@ -116,10 +161,11 @@ def profile_steps(steps: int) -> dict:
     }
 
 
-def _matmul_ops(height: int, channels: int, filters: int) -> dict:
+def _matmul_ops(batch: int, shape: Shape) -> dict:
     """A 1x1 convolution as training runs it (`POINTWISE_AS_MATMUL`): the
     forward product and its two gradients, as matrix products."""
-    rows = 64 * height * height
+    height, width, channels, filters, _, _ = shape
+    rows = batch * height * width
     x = tf.cast(tf.random.normal((rows, channels)), tf.bfloat16)
     w = tf.cast(tf.random.normal((channels, filters)), tf.bfloat16)
     g = tf.cast(tf.random.normal((rows, filters)), tf.bfloat16)
@@ -130,12 +176,13 @@ def _matmul_ops(height: int, channels: int, filters: int) -> dict:
     }
 
 
-def _conv_ops(height: int, channels: int, filters: int, kernel: int) -> dict:
-    if kernel == 1 and layers.POINTWISE_AS_MATMUL.get("tensorflow"):
-        return _matmul_ops(height, channels, filters)
-    x = tf.cast(tf.random.normal((64, height, height, channels)), tf.bfloat16)
-    w = tf.cast(tf.random.normal((kernel, kernel, channels, filters)), tf.bfloat16)
-    g = tf.cast(tf.random.normal((64, height, height, filters)), tf.bfloat16)
+def _conv_ops(batch: int, shape: Shape) -> dict:
+    height, width, channels, filters, k_h, k_w = shape
+    if (k_h, k_w) == (1, 1) and layers.POINTWISE_AS_MATMUL.get("tensorflow"):
+        return _matmul_ops(batch, shape)
+    x = tf.cast(tf.random.normal((batch, height, width, channels)), tf.bfloat16)
+    w = tf.cast(tf.random.normal((k_h, k_w, channels, filters)), tf.bfloat16)
+    g = tf.cast(tf.random.normal((batch, height, width, filters)), tf.bfloat16)
     strides = [1, 1, 1, 1]
     return {
         "forward": tf.function(lambda: tf.nn.conv2d(x, w, 1, "SAME")),
@@ -160,12 +207,12 @@ def _conv_ops(height: int, channels: int, filters: int, kernel: int) -> dict:
     }
 
 
-def time_convolutions(repeats: int) -> dict:
+def time_convolutions(shapes: dict[str, Shape], batch: int, repeats: int) -> dict:
     """GFLOP/s of each convolution shape's three operations, alternating."""
     ops = {}
-    for name, (height, channels, filters, kernel) in SHAPES.items():
-        flop = _flop(height, channels, filters, kernel)
-        for op, fn in _conv_ops(height, channels, filters, kernel).items():
+    for name, shape in shapes.items():
+        flop = _flop(batch, shape)
+        for op, fn in _conv_ops(batch, shape).items():
             fn().numpy()  # warm-up
             ops[(name, op)] = (fn, flop, [])
     for _ in range(repeats):
@@ -179,17 +226,19 @@ def time_convolutions(repeats: int) -> dict:
     }
 
 
-def convolution_bound(gflops: dict[str, float]) -> tuple[float, float]:
-    """Milliseconds per step of `NiN()`'s trunk convolutions (each block's
-    two 1x1 convolutions counted twice) if each ran at its measured speed
-    with nothing else in the step, and their training FLOP in GFLOP."""
+def convolution_bound(
+    gflops: dict[str, float], model: keras.Model, batch: int
+) -> tuple[float, float]:
+    """Milliseconds per step of the model's trunk convolutions if each ran
+    at its measured speed (`gflops`, by `"{shape name}, {operation}"`) with
+    nothing else in the step, and their training FLOP in GFLOP."""
     seconds = flop = 0.0
-    for name, (height, channels, filters, kernel) in SHAPES.items():
-        count = 2 if kernel == 1 else 1
-        one = _flop(height, channels, filters, kernel)
+    per_step = _per_step(model)
+    for name, shape in convolution_shapes(model).items():
+        one = _flop(batch, shape)
         for op in ("forward", "backward, input", "backward, filter"):
-            seconds += count * one / (gflops[f"{name}, {op}"] * 1e9)
-            flop += count * one
+            seconds += per_step[name] * one / (gflops[f"{name}, {op}"] * 1e9)
+            flop += per_step[name] * one
     return 1000 * seconds, flop / 1e9
 
 
@@ -197,35 +246,51 @@ def run_kernel_profile(
     steps: int = 20,
     repeats: int = 15,
     print_fn: Callable[[str], None] | None = print,
+    architecture: str | Sequence[Any] = "nin_28",
+    batch_size: int = 64,
 ) -> dict[str, Any]:
-    """Profiles `NiN()`'s training step kernel by kernel on TensorFlow.
+    """Profiles a NiN's training step kernel by kernel on TensorFlow.
 
     Args:
-        steps: int. Training steps of 64 images under the profiler.
-            Defaults to `20`.
+        steps: int. Training steps under the profiler. Defaults to `20`.
         repeats: int. Timed repeats of each convolution alone (medians).
             Defaults to `15`.
         print_fn: callable or `None`. Where the report goes.
+        architecture: str or list of block specs. The trunk of the
+            `NiN(architecture=...)` profiled (compiled with its defaults).
+            Defaults to `"nin_28"` (`NiN()`'s).
+        batch_size: int. Images per step. Defaults to `64`.
 
     Returns:
-        dict: the machine, the step's wall time and kernel time by kind and
-        stage (`profile`), the ceiling before and after, each convolution's
-        GFLOP/s and the convolutions' bound (`convolutions_alone`).
+        dict: the machine, the architecture and batch size, the step's wall
+        time and kernel time by kind and stage (`profile`), the ceiling
+        before and after, each convolution's GFLOP/s and the convolutions'
+        bound (`convolutions_alone`).
     """
+    model = NiN(architecture=architecture)
+    model.compile()
     result = {
         "machine": machine.describe(),
+        "architecture": architecture,
+        "batch_size": batch_size,
         "steps": steps,
         "repeats": repeats,
-        "profile": profile_steps(steps),
+        "profile": profile_steps(model, steps, batch_size),
     }
+    shapes = convolution_shapes(model)
     result["ceiling"] = measure_ceiling()
-    result["convolution_gflops"] = time_convolutions(repeats)
+    result["convolution_gflops"] = time_convolutions(shapes, batch_size, repeats)
     result["ceiling_after"] = measure_ceiling()
-    ms, flop = convolution_bound(result["convolution_gflops"])
+    ms, flop = convolution_bound(result["convolution_gflops"], model, batch_size)
     result["convolutions_alone"] = {"ms_per_step": ms, "gflop_per_step": flop}
     if print_fn is not None:
         print_fn(format_kernel_profile(result))
     return result
+
+
+def _architecture(result: dict[str, Any]) -> str:
+    architecture = result.get("architecture", "nin_28")
+    return architecture if isinstance(architecture, str) else "custom trunk"
 
 
 def format_kernel_profile(result: dict[str, Any]) -> str:
@@ -234,7 +299,8 @@ def format_kernel_profile(result: dict[str, Any]) -> str:
     total = sum(profile["kernel_ms_per_step_by_kind"].values())
     lines = [
         f"machine: {machine.one_line(result['machine'])}",
-        f"wall {profile['wall_ms_per_step']:.1f} ms per step of 64 images",
+        f"{_architecture(result)} at batch {result.get('batch_size', 64)}: wall "
+        f"{profile['wall_ms_per_step']:.1f} ms per step",
     ]
     for kind, ms in profile["kernel_ms_per_step_by_kind"].items():
         lines.append(f"  {kind:32s} {ms:7.1f} ms  {ms / total:6.1%} of kernel time")
