@@ -303,3 +303,28 @@ def test_preset_names_work_wherever_a_model_file_does(tmp_path, capsys):
     assert cli.main(["predict", "fashion_mnsit", str(paths[0])]) == 2
     error = capsys.readouterr().err
     assert "Unknown preset 'fashion_mnsit'" in error and "fashion_mnist" in error
+
+
+def test_test_set_scoring_runs_the_compiled_predict_with_every_view(monkeypatch):
+    # The trainer's and `ninlayers evaluate`'s scores come from the model's
+    # own `predict` (compiled, each batch's views averaged), agreeing with
+    # calling the model image by image.
+    import keras
+
+    from ninlayers import NiN
+    from ninlayers.app import data, inference
+
+    model = NiN(architecture="nin_28_narrow", test_time_flip=True, test_time_shift=1)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (24, 28, 28), dtype=np.uint8), rng.integers(0, 10, 24)
+    calls = []
+    predict = model.predict
+    monkeypatch.setattr(
+        model,
+        "predict",
+        lambda images, **kw: calls.append(len(images)) or predict(images, **kw),
+    )
+    probs, labels = inference.predict_dataset(model, data.make_dataset(x, y, 10))
+    assert calls == [10, 10, 4] and (labels == y).all()
+    expected = keras.ops.convert_to_numpy(model(x[..., None] / 255, training=False))
+    np.testing.assert_allclose(probs, expected, atol=0.02)  # bfloat16 kernels
