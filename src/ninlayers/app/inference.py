@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from ninlayers import _checks, explain, exported
+from ninlayers import _checks, _keras_compat, explain, exported
 from ninlayers.app import data, folders, plots
 from ninlayers.app.images import read_image
 from ninlayers.classifier import NiNImageClassifier
@@ -244,14 +244,16 @@ def predict_dataset(
     compiled function, with a NiN classifier's own paths (TensorFlow's
     fused kernels, PyTorch's folded batch norm, JAX's jit), where calling
     the model would run it op by op (2.7x the time for a NiN with ten
-    test-time views on TensorFlow, docs/performance.md)."""
+    test-time views on TensorFlow, docs/performance.md). A model trained
+    across several `tf.distribute` workers is called instead: its `predict`
+    would wait for every worker's, and only the chief scores."""
     probs, labels = [], []
     total = int(ds.cardinality()) if int(ds.cardinality()) > 0 else None
     bar = keras.utils.Progbar(total, unit_name="batch") if verbose else None
     for x, y in ds:
         # NumPy in between: the tf.data batches feed any Keras backend.
         x = np.asarray(x)
-        if isinstance(model, keras.Model):
+        if isinstance(model, keras.Model) and not _across_workers(model):
             outputs = model.predict(x, batch_size=len(x), verbose=0)
         else:  # an exported model: its runtime
             outputs = model(x, training=False)
@@ -260,6 +262,11 @@ def predict_dataset(
         if bar is not None:
             bar.add(1)
     return np.concatenate(probs), np.concatenate(labels)
+
+
+def _across_workers(model: keras.Model) -> bool:
+    strategy = _keras_compat.trainer_strategy(model)
+    return strategy is not None and _keras_compat.in_multi_worker_mode(strategy)
 
 
 def labels_by_name(
