@@ -243,10 +243,10 @@ def predict_dataset(
     A Keras model predicts each batch through its `predict`: the backend's
     compiled function, with a NiN classifier's own paths (TensorFlow's
     fused kernels, PyTorch's folded batch norm, JAX's jit), where calling
-    the model would run it op by op (2.7x the time for a NiN with ten
-    test-time views on TensorFlow, docs/performance.md). A model trained
-    across several `tf.distribute` workers is called instead: its `predict`
-    would wait for every worker's, and only the chief scores."""
+    the model would run it op by op on TensorFlow (docs/performance.md
+    measures both). A model trained across several `tf.distribute`
+    workers is called instead: its `predict` would wait for every
+    worker's, and only the chief scores."""
     probs, labels = [], []
     total = int(ds.cardinality()) if int(ds.cardinality()) > 0 else None
     bar = keras.utils.Progbar(total, unit_name="batch") if verbose else None
