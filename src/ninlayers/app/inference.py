@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from ninlayers import _checks, _keras_compat, explain, exported
+from ninlayers import _checks, _keras_compat, explain, exported, runtime
 from ninlayers.app import data, folders, plots
 from ninlayers.app.images import read_image
 from ninlayers.classifier import NiNImageClassifier
@@ -250,23 +250,21 @@ def predict_dataset(
     probs, labels = [], []
     total = int(ds.cardinality()) if int(ds.cardinality()) > 0 else None
     bar = keras.utils.Progbar(total, unit_name="batch") if verbose else None
+    compiled = isinstance(model, keras.Model) and not runtime.spans_processes(
+        _keras_compat.trainer_strategy(model)
+    )
     for x, y in ds:
         # NumPy in between: the tf.data batches feed any Keras backend.
         x = np.asarray(x)
-        if isinstance(model, keras.Model) and not _across_workers(model):
+        if compiled:
             outputs = model.predict(x, batch_size=len(x), verbose=0)
-        else:  # an exported model: its runtime
+        else:  # an exported model's runtime, or a model across workers
             outputs = model(x, training=False)
         probs.append(probabilities(model, outputs).astype("float32"))
         labels.append(np.asarray(y))
         if bar is not None:
             bar.add(1)
     return np.concatenate(probs), np.concatenate(labels)
-
-
-def _across_workers(model: keras.Model) -> bool:
-    strategy = _keras_compat.trainer_strategy(model)
-    return strategy is not None and _keras_compat.in_multi_worker_mode(strategy)
 
 
 def labels_by_name(
