@@ -6,7 +6,8 @@ compiled `predict`; it used to call the model, which on TensorFlow runs it
 op by op. This script alternates both ways over the 10,000 Fashion-MNIST
 test images in batches of 500 (the trainer's), for `--rounds` rounds in
 one process, printing every round's seconds and the medians' ratio, and
-checks that both give the same accuracy:
+checks that both give the same accuracy (each way's time includes
+turning outputs into probabilities):
 
     python benchmarks/scoring.py runs/fast/model.keras --rounds 5 \
         --json test-set-scoring.json
@@ -29,11 +30,14 @@ from ninlayers.app import artifacts, data, inference, machine  # noqa: E402
 
 
 def _called(model, ds):
-    return [model(np.asarray(x), training=False) for x, _ in ds]
+    """The way it was: each batch called, then its probabilities."""
+    outputs = [model(np.asarray(x), training=False) for x, _ in ds]
+    return inference.probabilities(model, np.concatenate(outputs))
 
 
 def _predicted(model, ds):
-    return [model.predict(np.asarray(x), batch_size=len(x), verbose=0) for x, _ in ds]
+    """The way it is: the trainer's own `predict_dataset`."""
+    return inference.predict_dataset(model, ds)[0]
 
 
 def main(path: str, rounds: int) -> dict:
@@ -46,9 +50,8 @@ def main(path: str, rounds: int) -> dict:
     for round_ in range(rounds):
         for name, way in ways.items():
             start = time.perf_counter()
-            outputs = np.concatenate([np.asarray(o) for o in way(model, ds)])
+            probs = way(model, ds)
             seconds[name].append(time.perf_counter() - start)
-            probs = inference.probabilities(model, outputs)
             accuracy[name] = inference.scores(probs, y)["accuracy"]
         print(round_, {k: round(v[-1], 2) for k, v in seconds.items()}, flush=True)
     medians = {name: statistics.median(v) for name, v in seconds.items()}
