@@ -75,6 +75,48 @@ def test_step_profile_names_each_block_kernel():
     }
 
 
+def test_memory_bound_counts_every_batch_norm_and_relu_by_hand():
+    # Each block runs 3 batch norms (forward: x in, y out; backward: dy and
+    # x in, dx out) and 3 ReLU gradients (dy and y in, dx out): 24
+    # bfloat16 activations of traffic per step.
+    from ninlayers.app import streaming
+
+    model = NiN(architecture=[[32, 5], [64, 3, 1, "same", None]])
+    shapes = streaming.activation_shapes(model)
+    assert shapes == {"block1": (28, 28, 32), "block2": (13, 13, 64)}
+    rates = {
+        f"{block}, {op}": 10.0
+        for block in shapes
+        for op in ("batch norm forward", "batch norm backward", "ReLU gradient")
+    }
+    batch = 8
+    activations = 2 * batch * (28 * 28 * 32 + 13 * 13 * 64)  # bytes
+    expected_ms = 24 * activations / 10e9 * 1000
+    assert streaming.memory_bound(rates, model, batch) == pytest.approx(expected_ms)
+
+
+@pytest.mark.parametrize(
+    "kwargs, norms, relus",
+    [
+        ({}, 0, 3),  # NiNBlock's default: no batch norm
+        ({"use_batch_norm": True}, 3, 3),
+        ({"use_batch_norm": True, "final_activation": False}, 2, 2),
+        ({"use_batch_norm": True, "activation": "gelu"}, 3, 0),
+        ({"num_mlp_layers": 0, "use_batch_norm": True}, 1, 1),
+    ],
+)
+def test_memory_bound_counts_what_a_block_runs(kwargs, norms, relus):
+    from ninlayers.app import streaming
+    from ninlayers.layers import NiNBlock
+
+    counts = streaming._per_step(NiNBlock(16, 3, **kwargs))
+    assert counts == {
+        "batch norm forward": norms,
+        "batch norm backward": norms,
+        "ReLU gradient": relus,
+    }
+
+
 @pytest.mark.slow
 def test_benchmark_reports_rates_and_ratios(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # the progress bar
@@ -147,6 +189,19 @@ def test_kernel_profile_reports_each_kernel_class_against_the_ceiling(tmp_path, 
     top = result["ceiling"]["bfloat16"]
     for name, rate in gflops.items():  # each line: its fraction of the ceiling
         assert f"{name:30s} {rate:6.0f} GFLOP/s  {rate / top:5.2f}" in printed
+    # The memory-bound kernels: each against its block's streaming rate.
+    from ninlayers.app.streaming import memory_bound
+
+    gbps = result["memory_gbps"]
+    assert len(gbps) == 4 * 3 and min(gbps.values()) > 0
+    for name, rate in gbps.items():
+        block, op = name.split(", ")
+        if op != "streaming":
+            fraction = rate / gbps[f"{block}, streaming"]
+            assert f"{name:30s} {rate:6.1f} GB/s  {fraction:5.2f}" in printed
+    memory_ms = memory_bound(gbps, model, 16)
+    assert result["kernels_alone"]["ms_per_step"] == pytest.approx(ms + memory_ms)
+    assert f"alone: {ms + memory_ms:.1f} ms per step" in printed
 
 
 def test_kernel_profile_is_refused_on_other_backends(monkeypatch, capsys):

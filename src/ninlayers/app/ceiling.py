@@ -9,14 +9,17 @@ the bfloat16 ceiling measured in the same run.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
 
 __all__ = [
     "measure_ceiling",
+    "seconds_per_call",
     "multiply_adds",
     "multiply_adds_per_layer",
     "training_flop_per_image",
@@ -67,6 +70,23 @@ def training_flop_per_image(model: keras.Model) -> float:
     return 6.0 * multiply_adds(model)
 
 
+def seconds_per_call(fn: Callable[[], Any], calls: int = 1) -> float:
+    """Seconds per call of `fn`, a TensorFlow function returning one tensor,
+    over `calls` calls in a row.
+
+    Only one element of the last result is read back: reading a whole
+    result into NumPy copies it, which costs as much as a fast kernel at
+    NiN's sizes and is not the kernel's time.
+    """
+    import tensorflow as tf
+
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = fn()
+    tf.reshape(out, [-1])[:1].numpy()
+    return (time.perf_counter() - start) / calls
+
+
 def measure_ceiling(repeats: int = 20) -> dict[str, Any]:
     """GFLOP/s of `OPERATIONS` in float32 and bfloat16 (medians of `repeats`).
 
@@ -93,11 +113,8 @@ def measure_ceiling(repeats: int = 20) -> dict[str, Any]:
                 flop = 2 * a_shape[0] * a_shape[1] * b_shape[1]
             op(a, b).numpy()  # trace and warm up
             key = f"{precision}/{name}"
-            seconds[key] = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                op(a, b).numpy()
-                seconds[key].append(time.perf_counter() - start)
+            call = functools.partial(op, a, b)
+            seconds[key] = [seconds_per_call(call) for _ in range(repeats)]
             gflops[precision][name] = flop / statistics.median(seconds[key]) / 1e9
     return {
         "gflops": gflops,

@@ -1,7 +1,7 @@
-"""A NiN training step, kernel by kernel, against the bfloat16 ceiling.
+"""A NiN training step, kernel by kernel, against the machine's ceilings.
 
 `ninlayers benchmark --kernels` (TensorFlow), for `NiN(architecture=...)`
-at a batch size (by default `NiN()` at 64). Two measurements in one run:
+at a batch size (by default `NiN()` at 64). Three measurements in one run:
 
 1. TensorFlow's profiler over `steps` training steps: the
    time of every kernel, summed per step by kind (convolution forward,
@@ -13,12 +13,20 @@ at a batch size (by default `NiN()` at 64). Two measurements in one run:
    in bfloat16, as training runs it (1x1 convolutions as matrix products
    where `ninlayers.layers.POINTWISE_AS_MATMUL` says so): forward, backward
    to the input and backward to the filter, alternating, medians of
-   `repeats`, in GFLOP/s, against the ceiling
+   `repeats`, in GFLOP/s, against the bfloat16 ceiling
    (`ninlayers.app.ceiling.measure_ceiling`) measured before and after in
    the same run. Each block's convolutions are timed at the block's
    output size with stride 1 and "same" padding: for a block with strides
    or "valid" padding (`nin_224`'s first), the same multiply-adds, not the
    same kernel.
+3. Each block's batch norms and ReLU gradient alone, in GB/s, against the
+   streaming rate at the same size (`ninlayers.app.streaming`).
+
+Then the bound: the step's time if the trunk's convolutions, batch norms
+and ReLU gradients each ran at its measured speed, one after another,
+with nothing else in the step (no pooling, head, loss or optimizer).
+Kernels are timed in calls back to back, reading one element of the
+result (not copying the result into NumPy).
 """
 
 from __future__ import annotations
@@ -37,9 +45,10 @@ import numpy as np
 import tensorflow as tf
 
 from ninlayers import NiN, layers
-from ninlayers.app import machine
+from ninlayers.app import data, machine, streaming
 from ninlayers.app.benchmark import benchmark_images
-from ninlayers.app.ceiling import measure_ceiling
+from ninlayers.app.ceiling import measure_ceiling, seconds_per_call
+from ninlayers.app.streaming import trunk_blocks
 
 __all__ = [
     "convolution_bound",
@@ -72,17 +81,12 @@ KINDS = {
 Shape = tuple[int, int, int, int, int, int]
 
 
-def _blocks(model: keras.Model) -> list[layers.NiNBlock]:
-    trunk = model.backbone.layers
-    return [layer for layer in trunk if isinstance(layer, layers.NiNBlock)]
-
-
 def convolution_shapes(model: keras.Model) -> dict[str, Shape]:
     """The trunk's convolution shapes, by name ("block1 3x3", "block1 1x1",
     ...): each `NiNBlock` of `model.backbone`, its first convolution and its
     1x1 convolutions (one shape for them all), at the block's output size."""
     shapes = {}
-    for block in _blocks(model):
+    for block in trunk_blocks(model):
         _, height, width, filters = block.output.shape
         k_h, k_w = block.kernel_size
         shapes[f"{block.name} {k_h}x{k_w}"] = (
@@ -101,7 +105,7 @@ def convolution_shapes(model: keras.Model) -> dict[str, Shape]:
 def _per_step(model: keras.Model) -> dict[str, int]:
     """How many convolutions of each of `convolution_shapes`' a step runs."""
     counts = dict.fromkeys(convolution_shapes(model), 1)
-    for block in _blocks(model):
+    for block in trunk_blocks(model):
         if block.num_mlp_layers:
             counts[f"{block.name} 1x1"] = block.num_mlp_layers
     return counts
@@ -124,7 +128,9 @@ def profile_steps(model: keras.Model, steps: int, batch: int) -> dict:
         x = rng.random((min(steps, 4) * batch, *model.input_shape[1:]), "float32")
         y = rng.integers(0, model.num_classes, len(x))
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
-    dataset = dataset.repeat().take(steps)
+    # Without autotuning, as the trainer feeds a fit: with it, the end of a
+    # fit can wait for tf.data's tuning thread (docs/performance.md).
+    dataset = data.prefetched(dataset.repeat().take(steps))
     model.fit(dataset, epochs=1, shuffle=False, verbose=0)  # warm-up, tracing
     space = xplane_pb2.XSpace()
     with tempfile.TemporaryDirectory(prefix="ninlayers-profile-") as directory:
@@ -213,13 +219,11 @@ def time_convolutions(shapes: dict[str, Shape], batch: int, repeats: int) -> dic
     for name, shape in shapes.items():
         flop = _flop(batch, shape)
         for op, fn in _conv_ops(batch, shape).items():
-            fn().numpy()  # warm-up
+            seconds_per_call(fn)  # warm-up
             ops[(name, op)] = (fn, flop, [])
     for _ in range(repeats):
         for fn, _, seconds in ops.values():
-            start = time.perf_counter()
-            fn().numpy()
-            seconds.append(time.perf_counter() - start)
+            seconds.append(seconds_per_call(fn, calls=5))
     return {
         f"{name}, {op}": flop / statistics.median(seconds) / 1e9
         for (name, op), (_, flop, seconds) in ops.items()
@@ -265,7 +269,9 @@ def run_kernel_profile(
         dict: the machine, the architecture and batch size, the step's wall
         time and kernel time by kind and stage (`profile`), the ceiling
         before and after, each convolution's GFLOP/s and the convolutions'
-        bound (`convolutions_alone`).
+        bound (`convolutions_alone`), each block's memory-bound kernels and
+        streaming rate in GB/s (`memory_gbps`) and the bound of the
+        convolutions, batch norms and ReLU gradients (`kernels_alone`).
     """
     model = NiN(architecture=architecture)
     model.compile()
@@ -283,6 +289,14 @@ def run_kernel_profile(
     result["ceiling_after"] = measure_ceiling()
     ms, flop = convolution_bound(result["convolution_gflops"], model, batch_size)
     result["convolutions_alone"] = {"ms_per_step": ms, "gflop_per_step": flop}
+    result["memory_gbps"] = streaming.time_memory_kernels(
+        streaming.activation_shapes(model), batch_size, repeats
+    )
+    memory_ms = streaming.memory_bound(result["memory_gbps"], model, batch_size)
+    result["kernels_alone"] = {
+        "ms_per_step": ms + memory_ms,
+        "memory_bound_ms_per_step": memory_ms,
+    }
     if print_fn is not None:
         print_fn(format_kernel_profile(result))
     return result
@@ -319,4 +333,28 @@ def format_kernel_profile(result: dict[str, Any]) -> str:
         f"{flop / ms * 1000 / ceiling:.2f} of the ceiling; the whole step: "
         f"{flop / profile['wall_ms_per_step'] * 1000 / ceiling:.2f}"
     )
+    if "memory_gbps" in result:  # files written before 0.3.0 lack it
+        lines.extend(_memory_lines(result, flop, ceiling))
     return "\n".join(lines)
+
+
+def _memory_lines(result: dict[str, Any], flop: float, ceiling: float) -> list[str]:
+    """The memory-bound kernels' lines of `format_kernel_profile`."""
+    gbps = result["memory_gbps"]
+    lines = ["memory-bound kernels (GB/s of the bytes each must move once):"]
+    for key, rate in gbps.items():
+        block, op = key.split(", ", 1)
+        if op != "streaming":
+            top = gbps[f"{block}, streaming"]
+            lines.append(
+                f"  {key:30s} {rate:6.1f} GB/s  {rate / top:5.2f} of streaming "
+                f"({top:.1f} GB/s)"
+            )
+    ms = result["kernels_alone"]["ms_per_step"]
+    memory = result["kernels_alone"]["memory_bound_ms_per_step"]
+    lines.append(
+        f"convolutions, batch norms and ReLU gradients alone: {ms:.1f} ms per "
+        f"step ({memory:.1f} of them memory-bound), {flop / ms * 1000 / ceiling:.2f}"
+        " of the ceiling"
+    )
+    return lines
