@@ -263,6 +263,9 @@ def test_image_folder_datasets(tmp_path):
         root, (28, 28), batch_size=4, validation_split=0.25, seed=1
     )
     assert names == ["circle", "square", "stripe"]
+    # Untuned, as the trainer's own pipelines: no tuning thread to wait for.
+    assert not train.options().autotune.enabled
+    assert not validation.options().autotune.enabled
     xs = np.concatenate([x.numpy() for x, _ in train])
     vs = np.concatenate([x.numpy() for x, _ in validation])
     assert xs.shape[1:] == (28, 28, 1) and len(xs) + len(vs) == 18

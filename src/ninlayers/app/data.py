@@ -388,9 +388,12 @@ def make_dataset(
 def prefetched(ds: tf.data.Dataset, autotune: bool = False) -> tf.data.Dataset:
     """`ds` prefetched, with `tf.data`'s autotuning only if `autotune`.
 
-    With autotuning on, about half of the epochs of a small CPU's `fit` ran
-    at one fixed slow rate (docs/performance.md); off, `AUTOTUNE` values
-    take `tf.data`'s fixed defaults.
+    With autotuning on, a `tf.data` iterator runs a tuning thread that
+    sleeps in doubling periods, and the iterator's end (each epoch's, each
+    `evaluate`'s) can wait for the current sleep to run out: on a small CPU
+    about half of such epochs ended on one of those periods, up to twice
+    their time (docs/performance.md). Off, `AUTOTUNE` values take
+    `tf.data`'s fixed defaults.
 
     Args:
         ds: tf.data.Dataset.
@@ -418,11 +421,13 @@ def image_folder_datasets(
     batch_size: int = 64,
     validation_split: float = 0.2,
     seed: int = 0,
+    autotune: bool = False,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset | None, list[str]]:
     """Loads images from one sub-folder per class, for training NiN on them.
 
     Wraps `keras.utils.image_dataset_from_directory`, scales pixels to [0, 1]
-    and prefetches.
+    and prefetches (`prefetched`: without `tf.data`'s autotuning unless
+    `autotune`).
 
     Args:
         directory: str or path. A folder with one sub-folder per class.
@@ -434,6 +439,8 @@ def image_folder_datasets(
         validation_split: float. Fraction kept for validation; `0` for none.
             Defaults to `0.2`.
         seed: int. Seed of the split and shuffling. Defaults to `0`.
+        autotune: bool. Let `tf.data` autotune the buffers. Defaults to
+            `False`.
 
     Returns:
         `(train, validation, class_names)`; `validation` is `None` when
@@ -472,9 +479,9 @@ def image_folder_datasets(
     def scale(x, y):
         return tf.cast(x, "float32") / 255.0, y
 
-    train = train.map(scale).prefetch(tf.data.AUTOTUNE)
+    train = prefetched(train.map(scale), autotune)
     if validation is not None:
-        validation = validation.map(scale).prefetch(tf.data.AUTOTUNE)
+        validation = prefetched(validation.map(scale), autotune)
     return train, validation, class_names
 
 
