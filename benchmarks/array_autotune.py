@@ -15,6 +15,13 @@ pipeline), printing images/s and writing every round to `--json`:
 With `--predict`, `predict` of the same arrays (batch 32, Keras's
 default) instead of `fit` epochs.
 
+Each round also says whether it ended just after 10 ms x 2**k seconds:
+with autotuning, an iterator starts a tuning thread whose sleeps double
+from 10 ms, and the iterator's end waits for the current one to run out
+(the main thread then sits in the iterator's destructor, joining that
+thread). Slow rounds land there; the count of such rounds is printed for
+each way (fits under a minute: longer sleeps stop doubling).
+
 With `--image-folder cache` or `stream`, the same over an image-folder
 pipeline (`ninlayers.app.folders.stream`, as `ninlayers train
 --image-folder` builds it, with its `autotune` argument): `--images`
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -40,6 +48,12 @@ import ninlayers  # noqa: E402
 from ninlayers import runtime  # noqa: E402
 from ninlayers.app import artifacts, folders, machine  # noqa: E402
 from ninlayers.app.benchmark import benchmark_images  # noqa: E402
+
+
+def on_tuning_period(seconds: float, tolerance: float = 0.02) -> bool:
+    """Whether `seconds` ends within `tolerance` after 10 ms x 2**k."""
+    period = 0.01 * 2 ** round(math.log2(seconds / 0.01))
+    return 0.0 <= seconds - period <= tolerance * period
 
 
 def _array_epochs(images: int) -> tuple[Callable[[bool], None], str]:
@@ -125,13 +139,14 @@ def main(
             folder = _folder_epochs(images, image_folder == "cache")
             epoch, source = stack.enter_context(folder)
         ways = {"autotune_off": False, "autotune_on": True}
-        rates: dict[str, list[float]] = {name: [] for name in ways}
+        seconds: dict[str, list[float]] = {name: [] for name in ways}
         for round_ in range(rounds):
             for name, autotune in ways.items():
                 start = time.perf_counter()
                 epoch(autotune)
-                rates[name].append(images / (time.perf_counter() - start))
-            print(round_, {k: round(v[-1]) for k, v in rates.items()}, flush=True)
+                seconds[name].append(time.perf_counter() - start)
+            print(round_, {k: round(v[-1], 3) for k, v in seconds.items()}, flush=True)
+    rates = {name: [images / s for s in v] for name, v in seconds.items()}
     result = {
         "machine": machine.describe(),
         "data": source,
@@ -139,11 +154,14 @@ def main(
         "images": images,
         "rounds": rates,
         "medians": {name: statistics.median(v) for name, v in rates.items()},
-        "total_seconds": {
-            name: sum(images / r for r in v) for name, v in rates.items()
+        "seconds": seconds,
+        "total_seconds": {name: sum(v) for name, v in seconds.items()},
+        "rounds_on_a_tuning_period": {
+            name: sum(map(on_tuning_period, v)) for name, v in seconds.items()
         },
     }
-    print(json.dumps({k: result[k] for k in ("medians", "total_seconds")}, indent=1))
+    keys = ("medians", "total_seconds", "rounds_on_a_tuning_period")
+    print(json.dumps({k: result[k] for k in keys}, indent=1))
     for name, v in rates.items():
         print(name, "sorted:", [round(r) for r in sorted(v)])
     if json_path:
