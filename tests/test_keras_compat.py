@@ -150,6 +150,24 @@ def test_array_dataset_options_reach_keras_array_pipelines_only():
     assert given._distributed_dataset.options().autotune.enabled is None
 
 
+def test_array_dataset_is_keras_own_pipeline_for_fit_and_predict():
+    from keras.src.backend.tensorflow.trainer import TFEpochIterator
+
+    x = np.arange(10, dtype="float32").reshape(10, 1, 1, 1)
+    y = np.arange(10) * 3
+    strategy = tf.distribute.get_strategy()
+    keras_fit = TFEpochIterator(x=x, y=y, batch_size=4, distribute_strategy=strategy)
+    keras_sizes = [len(b[1]) for _, _, it in keras_fit for b in it]
+    fit = _keras_compat.array_dataset(x, 4, y, shuffle=True)
+    assert fit.cardinality() == 3 and [len(b[1]) for b in fit] == keras_sizes
+    seen = np.concatenate([np.stack([bx[:, 0, 0, 0], by]) for bx, by in fit], 1)
+    assert sorted(seen[0]) == list(range(10))  # every image once, shuffled,
+    np.testing.assert_array_equal(seen[1], seen[0] * 3)  # with its own label
+    predict = _keras_compat.array_dataset(x, None)  # Keras's default 32
+    np.testing.assert_array_equal(np.concatenate(list(predict)), x)
+    assert _keras_compat.array_dataset(tf.data.Dataset.range(3), 4) is None
+
+
 def test_symbolic_build_builds_metrics_and_optimizer_from_a_spec():
     model = NiN(input_shape=(16, 16, 1), architecture=SMALL, precision="float32")
     model.compile()

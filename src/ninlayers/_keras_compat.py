@@ -138,20 +138,25 @@ def set_array_dataset_options(iterator: Any, options: Any) -> bool:
     return True
 
 
-def array_dataset(x: Any, batch_size: int | None) -> Any:
-    """The `tf.data` pipeline Keras's TensorFlow trainer builds for
-    `predict`'s arrays (`ArrayDataAdapter.get_tf_dataset`: the same batches,
-    in order, and their number), or `None` where Keras would not read `x`
-    as arrays (a dataset, a generator, a `PyDataset`)."""
+def array_dataset(
+    x: Any, batch_size: int | None, y: Any = None, shuffle: bool = False
+) -> Any:
+    """The `tf.data` pipeline Keras's TensorFlow trainer builds for arrays
+    (`ArrayDataAdapter.get_tf_dataset`: the same batches, and their
+    number): `predict`'s by default, `fit`'s with `y` and `shuffle=True`.
+    `None` where Keras would not read `x` as arrays (a dataset, a
+    generator, a `PyDataset`)."""
     try:
         from keras.src.trainers.data_adapters import array_data_adapter
     except ImportError:
         raise _missing("keras.src.trainers.data_adapters.array_data_adapter") from None
-    if not array_data_adapter.can_convert_arrays((x, None, None)):
+    if not array_data_adapter.can_convert_arrays((x, y, None)):
         return None
     import tensorflow as tf
 
-    adapter = array_data_adapter.ArrayDataAdapter(x, batch_size=batch_size)
+    adapter = array_data_adapter.ArrayDataAdapter(
+        x, y, batch_size=batch_size, shuffle=shuffle
+    )
     # Its cardinality is lost on the way: Keras would count no batches (no
     # progress bar total) and end on running out of data, with a warning.
     known = tf.data.experimental.assert_cardinality(adapter.num_batches)

@@ -159,6 +159,12 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys, monkeypatch):
             result["training_gflops"][name] / top
         )
     assert "of the bfloat16 ceiling" in printed
+    # The seed again, fed without tf.data's autotuning, and ninlayers over it.
+    untuned = result["versus_untuned_seed"]
+    for key in ("train", "predict"):
+        rates = result[f"{key}_images_per_second"]
+        assert untuned[key] == pytest.approx(rates["ninlayers"] / rates["seed_untuned"])
+    assert f"training {untuned['train']:.2f}x, predict" in printed
     # The progress bar: the warm-up, the one timed round, the ceiling.
     assert "3/3" in printed
 

@@ -87,6 +87,26 @@ def benchmark_images(count: int) -> tuple[np.ndarray, np.ndarray, str]:
     return (x.astype("float32") / 255.0)[..., None], y, source
 
 
+def _untuned_seed(
+    x: np.ndarray, y: np.ndarray, batch_size: int
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """`fit` and `predict` of another seed model over the pipelines Keras
+    builds for the arrays, without `tf.data`'s autotuning (TensorFlow):
+    the seed's compute without the waits of its iterators' tuning thread."""
+    from ninlayers import _keras_compat
+    from ninlayers._tf_feeding import autotune_options
+
+    seed = seed_model()
+    untuned = autotune_options()
+    train = _keras_compat.array_dataset(x, batch_size, y, shuffle=True)
+    test = _keras_compat.array_dataset(x, None)
+    train, test = train.with_options(untuned), test.with_options(untuned)
+    return (
+        lambda: seed.fit(train, epochs=1, verbose=0, shuffle=False),
+        lambda: seed.predict(test, verbose=0),
+    )
+
+
 def _ninlayers_model() -> keras.Model:
     model = NiN()
     model.compile()
@@ -242,6 +262,12 @@ def run_benchmark(
             warm-up, one per timed round, one for the ceiling. Defaults to
             `False`.
 
+    On TensorFlow the seed also runs as `seed_untuned`: another seed model
+    fed the same pipelines Keras builds for arrays without `tf.data`'s
+    autotuning, whose iterators can end by waiting for their tuning thread
+    (docs/performance.md). ninlayers feeds its arrays so; the ratio over it
+    (`versus_untuned_seed`) compares the two models' compute alone.
+
     Returns:
         dict: images/s per path for `train` and `predict` (medians), every
         timed repeat in seconds, and the ratios of ninlayers (and torch) to
@@ -259,6 +285,10 @@ def run_benchmark(
     predict_fns = {
         name: (lambda m=m: m.predict(x, verbose=0)) for name, m in models.items()
     }
+    if keras.backend.backend() == "tensorflow":
+        train_fns["seed_untuned"], predict_fns["seed_untuned"] = _untuned_seed(
+            x, y, batch_size
+        )
     peers = _backend_peers(x, y, batch_size) if with_backends else {}
     peers.update(_plain_peers(x, y, batch_size) if with_plain else {})
     for name, peer in peers.items():
@@ -293,6 +323,11 @@ def run_benchmark(
         "predict_ratio": {k: v / predict["seed"] for k, v in predict.items()},
     }
     result["versus_plain"] = _versus_plain(train, predict)
+    if "seed_untuned" in train:
+        result["versus_untuned_seed"] = {
+            "train": train["ninlayers"] / train["seed_untuned"],
+            "predict": predict["ninlayers"] / predict["seed_untuned"],
+        }
     if with_ceiling:
         result.update(_against_ceiling(models, train))
         if bar is not None:
@@ -388,6 +423,13 @@ def format_result(result: dict[str, Any]) -> str:
         )
         lines.append(
             f"{name:<20} {rate:12.0f} {result['train_ratio'][name]:7.2f} {p_text}"
+        )
+    if "versus_untuned_seed" in result:
+        ratio = result["versus_untuned_seed"]
+        lines.append(
+            "seed_untuned: the seed fed without tf.data's autotuning (no waits "
+            f"for its tuning thread); ninlayers / seed_untuned: training "
+            f"{ratio['train']:.2f}x, predict {ratio['predict']:.2f}x"
         )
     for plain, ratio in result.get("versus_plain", {}).items():
         lines.append(
