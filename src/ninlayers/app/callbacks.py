@@ -100,9 +100,10 @@ class HeldOutScore(keras.callbacks.Callback):
     `{prefix}_loss` (unsmoothed cross-entropy) join the epoch's logs.
 
     It runs the model batch by batch on NumPy arrays (`predict_on_batch`)
-    rather than through `fit(validation_data=...)`, which starts a new input
-    iterator every epoch: on these machines a new iterator could slow the
-    following epochs 1.7-1.9x (docs/performance.md).
+    rather than through `fit(validation_data=...)`, which starts and ends a
+    new input iterator every epoch: on these machines the end of an
+    autotuned one could wait, cores idle, for its tuning thread, up to as
+    long again as the iterator had run (docs/performance.md).
 
     A NiN with test-time views (`test_time_flip`, `test_time_shift`) is
     scored on each image alone unless `all_views`, as timm's training
