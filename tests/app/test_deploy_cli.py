@@ -195,11 +195,17 @@ def test_deployment_benchmark_compares_every_path_with_the_seed(tmp_path, capsys
     paths = result["paths"]
     assert set(paths) == {
         "seed_keras",
+        "seed_keras_untuned",
         "keras",
         "keras_float32",
         *deploy_benchmark.FILES,
     }
     assert paths["seed_keras"]["x_seed"] == 1.0
+    assert paths["seed_keras_untuned"]["x_untuned_seed"] == 1.0
+    seed = paths["seed_keras"]["images_per_second"]
+    untuned = paths["seed_keras_untuned"]["images_per_second"]
+    for p in paths.values():  # both ratios of every path, over the same rate
+        assert p["x_untuned_seed"] == pytest.approx(p["x_seed"] * seed / untuned)
     for name, p in paths.items():
         assert p["images_per_second"] > 0 and 0 < p["p50_ms"] <= p["p99_ms"], name
     for name in ("saved_model_float32", "litert_float32", "onnx_float32"):
@@ -209,6 +215,8 @@ def test_deployment_benchmark_compares_every_path_with_the_seed(tmp_path, capsys
     assert paths["keras_float32"]["accuracy"] >= 0.9  # the pretrained preset
     printed = capsys.readouterr().out
     assert "LiteRT int8:" in printed and "x the seed's Keras predict" in printed
+    untuned = paths["litert_int8"]["x_untuned_seed"]
+    assert f"({untuned:.2f}x without its iterators' waits)" in printed
     # The progress bar: one step per exported file, then per timed round.
     steps = len(deploy_benchmark.FILES) + 1
     assert f"{steps}/{steps}" in printed

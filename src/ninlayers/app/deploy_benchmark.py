@@ -2,9 +2,11 @@
 
 One run exports a model in every format (SavedModel, LiteRT and ONNX, float32
 and int8) and times, alternating path by path within each repeat: the
-seed's Keras `predict` (float32, batch 32, as the tutorial calls it), the
-model's Keras `predict` (its own precision) and its float32 copy's, then each
-exported file in its runtime. It reports images/s at batch 64 and at batch
+seed's Keras `predict` (float32, batch 32, as the tutorial calls it; once
+as Keras feeds it, once without `tf.data`'s autotuning, whose iterators
+can end by waiting for their tuning thread), the model's Keras `predict`
+(its own precision) and its float32 copy's, then each exported file in its
+runtime. It reports images/s at batch 64 and at batch
 1, p50 and p99 latency at batch 1, test accuracy, and each path's top-1
 agreement with and largest difference from the Keras float32 model. Every
 timed repeat is kept in the result.
@@ -44,6 +46,19 @@ def _keras_path(model: Any, batch_size: int | None = 64) -> tuple[Callable, Call
     )
 
 
+def _untuned_keras_path(model: Any) -> tuple[Callable, Callable]:
+    """`_keras_path` at Keras's default batch, through the pipeline Keras
+    builds for the arrays without `tf.data`'s autotuning (TensorFlow)."""
+    from ninlayers import _keras_compat
+    from ninlayers._tf_feeding import autotune_options
+
+    def many(x: np.ndarray) -> Any:
+        dataset = _keras_compat.array_dataset(x, None)
+        return model.predict(dataset.with_options(autotune_options()), verbose=0)
+
+    return many, lambda x: model.predict_on_batch(x)
+
+
 def _exported_path(model: exported.ExportedModel) -> tuple[Callable, Callable]:
     return (lambda x: model.predict(x, batch_size=64), model.predict)
 
@@ -52,9 +67,12 @@ def _paths(
     model: Any, directory: Path, calibration: np.ndarray, bar: Any = None
 ) -> dict[str, tuple]:
     """name -> (predict many images, predict one) for every path."""
+    seed = benchmark.seed_model()
     paths = {
         # The seed predicts with Keras's defaults: batch 32, float32.
-        "seed_keras": _keras_path(benchmark.seed_model(), batch_size=None),
+        "seed_keras": _keras_path(seed, batch_size=None),
+        # The same without its iterators' waits for tf.data's tuning thread.
+        "seed_keras_untuned": _untuned_keras_path(seed),
         "keras": _keras_path(model),
         "keras_float32": _keras_path(export.float32_copy(model)),
     }
@@ -145,7 +163,8 @@ def run_deployment_benchmark(
     Returns:
         dict: per path `images_per_second` (batch 64, median), `batch1`
         images/s (median), `p50_ms` and `p99_ms` (batch 1), `accuracy`,
-        `agreement`, `max_abs_diff`, `x_seed`; and every timed repeat.
+        `agreement`, `max_abs_diff`, `x_seed`, `x_untuned_seed` (over
+        `seed_keras_untuned`); and every timed repeat.
 
     Raises:
         DatasetError: if Fashion-MNIST is not found.
@@ -181,6 +200,7 @@ def run_deployment_benchmark(
 
 def _summarize(batch_s, latency_s, scores, images) -> dict[str, Any]:
     seed = images / statistics.median(batch_s["seed_keras"])
+    untuned = images / statistics.median(batch_s["seed_keras_untuned"])
     paths = {}
     for name, seconds in batch_s.items():
         rate = images / statistics.median(seconds)
@@ -188,6 +208,7 @@ def _summarize(batch_s, latency_s, scores, images) -> dict[str, Any]:
         paths[name] = {
             "images_per_second": rate,
             "x_seed": rate / seed,
+            "x_untuned_seed": rate / untuned,
             "batch1_images_per_second": 1e3 / float(np.mean(latencies)),
             "p50_ms": float(np.percentile(latencies, 50)),
             "p99_ms": float(np.percentile(latencies, 99)),
@@ -208,17 +229,24 @@ def format_deployment(result: dict[str, Any]) -> str:
         f"{'p50 ms':>7} {'p99 ms':>7} {'accuracy':>9} {'agree':>7} {'max diff':>9}",
     ]
     for name, p in result["paths"].items():
-        accuracy = "-" if name == "seed_keras" else f"{p['accuracy']:.4f}"
-        agree = "-" if name == "seed_keras" else f"{p['agreement']:.4f}"
-        diff = "-" if name == "seed_keras" else f"{p['max_abs_diff']:.1e}"
+        seed = name.startswith("seed_keras")  # untrained: speed only
+        accuracy = "-" if seed else f"{p['accuracy']:.4f}"
+        agree = "-" if seed else f"{p['agreement']:.4f}"
+        diff = "-" if seed else f"{p['max_abs_diff']:.1e}"
         lines.append(
             f"{name:<20} {p['images_per_second']:10.0f} {p['x_seed']:7.2f} "
             f"{p['batch1_images_per_second']:9.0f} {p['p50_ms']:7.2f} "
             f"{p['p99_ms']:7.2f} {accuracy:>9} {agree:>7} {diff:>9}"
         )
     int8, float32 = result["paths"]["litert_int8"], result["paths"]["keras_float32"]
+    untuned = (
+        f" ({int8['x_untuned_seed']:.2f}x without its iterators' waits)"
+        if "x_untuned_seed" in int8
+        else ""
+    )
     lines.append(
-        f"LiteRT int8: {int8['x_seed']:.2f}x the seed's Keras predict; accuracy "
+        f"LiteRT int8: {int8['x_seed']:.2f}x the seed's Keras predict{untuned}; "
+        "accuracy "
         f"{int8['accuracy']:.4f} against {float32['accuracy']:.4f} in float32 "
         f"({100 * (int8['accuracy'] - float32['accuracy']):+.2f} points); "
         f"top-1 agreement {100 * int8['agreement']:.2f}%"

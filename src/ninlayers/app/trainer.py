@@ -386,10 +386,11 @@ def load_data(
         drop_remainder=whole_batches,
         **_augmentation(recipe),
     )
-    # One iterator for the whole fit. Without `repeat`, Keras starts a new
-    # iterator every epoch, and on some machines epochs that start with a
-    # fresh iterator ran 1.8x slower from start to end (docs/performance.md).
-    # The shuffle still reshuffles every pass.
+    # One iterator for the whole fit. Without `repeat`, Keras starts and
+    # ends an iterator every epoch, and an autotuned iterator's end can wait
+    # for its tuning thread (docs/performance.md); these are untuned, and one
+    # iterator keeps it so for a dataset of any options. The shuffle still
+    # reshuffles every pass.
     return TrainData(
         train=train_ds.repeat(),
         held_out=(_as_model_input(held_out[0], resize), held_out[1]),
