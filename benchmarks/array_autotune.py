@@ -15,9 +15,10 @@ pipeline), printing images/s and writing every round to `--json`:
 With `--predict`, `predict` of the same arrays (batch 32, Keras's
 default) instead of `fit` epochs.
 
-Each round also says whether it ended just after 10 ms x 2**k seconds:
-with autotuning, an iterator starts a tuning thread whose sleeps double
-from 10 ms, and the iterator's end waits for the current one to run out
+Each round also says whether it ended just after 10 ms x (2**k - 1)
+seconds: with autotuning, an iterator starts a tuning thread whose sleeps
+double from 10 ms, and the iterator's end can wait for the current one to
+run out
 (the main thread then sits in the iterator's destructor, joining that
 thread). Slow rounds land there; the count of such rounds is printed for
 each way (fits under a minute: longer sleeps stop doubling).
@@ -50,10 +51,12 @@ from ninlayers.app import artifacts, folders, machine  # noqa: E402
 from ninlayers.app.benchmark import benchmark_images  # noqa: E402
 
 
-def on_tuning_period(seconds: float, tolerance: float = 0.02) -> bool:
-    """Whether `seconds` ends within `tolerance` after 10 ms x 2**k."""
-    period = 0.01 * 2 ** round(math.log2(seconds / 0.01))
-    return 0.0 <= seconds - period <= tolerance * period
+def on_tuning_period(seconds: float, tolerance: float = 0.03) -> bool:
+    """Whether `seconds` ends at one of the tuning thread's wake-ups, 10 ms x
+    (2**k - 1) (the sum of its doubling sleeps), from 1% before it (the
+    wake-ups came up to 2 ms early) to `tolerance` after it."""
+    period = 0.01 * (2 ** round(math.log2(seconds / 0.01 + 1)) - 1)
+    return -0.01 * period <= seconds - period <= tolerance * period
 
 
 def _array_epochs(images: int) -> tuple[Callable[[bool], None], str]:
