@@ -19,9 +19,9 @@ import keras
 
 __all__ = [
     "measure_ceiling",
-    "seconds_per_call",
     "multiply_adds",
     "multiply_adds_per_layer",
+    "seconds_per_call",
     "training_flop_per_image",
 ]
 

@@ -6,10 +6,10 @@ seed's Keras `predict` (float32, batch 32, as the tutorial calls it; once
 as Keras feeds it, once without `tf.data`'s autotuning, whose iterators
 can end by waiting for their tuning thread), the model's Keras `predict`
 (its own precision) and its float32 copy's, then each exported file in its
-runtime. It reports images/s at batch 64 and at batch
-1, p50 and p99 latency at batch 1, test accuracy, and each path's top-1
-agreement with and largest difference from the Keras float32 model. Every
-timed repeat is kept in the result.
+runtime. It reports images/s at batch 64 and at batch 1, p50 and p99
+latency at batch 1, test accuracy, and each path's top-1 agreement with
+and largest difference from the Keras float32 model. Every timed repeat is
+kept in the result.
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ at a batch size (by default `NiN()` at 64). Three measurements in one run:
 3. Each block's batch norms and ReLU gradient alone, in GB/s, against the
    streaming rate at the same size (`ninlayers.app.streaming`).
 
-Then the bound: the step's time if the trunk's convolutions, batch norms
+Then their sum: the step's time if the trunk's convolutions, batch norms
 and ReLU gradients each ran at its measured speed, one after another,
-with nothing else in the step (no pooling, head, loss or optimizer).
+with nothing else in the step (no pooling, head, loss or optimizer). The
+step runs two kernels at once, so it can take less.
 Kernels are timed in calls back to back, reading one element of the
 result (not copying the result into NumPy).
 """
@@ -270,8 +271,9 @@ def run_kernel_profile(
         time and kernel time by kind and stage (`profile`), the ceiling
         before and after, each convolution's GFLOP/s and the convolutions'
         bound (`convolutions_alone`), each block's memory-bound kernels and
-        streaming rate in GB/s (`memory_gbps`) and the bound of the
-        convolutions, batch norms and ReLU gradients (`kernels_alone`).
+        streaming rate in GB/s (`memory_gbps`) and the time of the
+        convolutions, batch norms and ReLU gradients one after another
+        (`kernels_alone`).
     """
     model = NiN(architecture=architecture)
     model.compile()
@@ -333,7 +335,7 @@ def format_kernel_profile(result: dict[str, Any]) -> str:
         f"{flop / ms * 1000 / ceiling:.2f} of the ceiling; the whole step: "
         f"{flop / profile['wall_ms_per_step'] * 1000 / ceiling:.2f}"
     )
-    if "memory_gbps" in result:  # files written before 0.3.0 lack it
+    if "memory_gbps" in result:  # earlier profiles' files lack it
         lines.extend(_memory_lines(result, flop, ceiling))
     return "\n".join(lines)
 
