@@ -18,10 +18,9 @@ default) instead of `fit` epochs.
 Each round also says whether it ended just after 10 ms x (2**k - 1)
 seconds: with autotuning, an iterator starts a tuning thread whose sleeps
 double from 10 ms, and the iterator's end can wait for the current one to
-run out
-(the main thread then sits in the iterator's destructor, joining that
-thread). Slow rounds land there; the count of such rounds is printed for
-each way (fits under a minute: longer sleeps stop doubling).
+run out (the main thread then sits in the iterator's destructor, joining
+that thread). Slow rounds land there; the count of such rounds is printed
+for each way (checked for fits of up to 20 s).
 
 With `--image-folder cache` or `stream`, the same over an image-folder
 pipeline (`ninlayers.app.folders.stream`, as `ninlayers train
