@@ -66,9 +66,11 @@ PROCESS_ENV = (
 #: Whether the `tf.data` pipelines Keras builds from NumPy arrays, for a
 #: NiN model's `fit`, `evaluate` and `predict` on TensorFlow, autotune
 #: their buffers (`tf.data.Options().autotune.enabled`). Off by default:
-#: with it on, epochs can run at one fixed slow rate on small CPUs
-#: (measured in docs/performance.md). Set it to `True` for Keras's own
-#: behaviour. A dataset you pass keeps its options.
+#: with it on, each pipeline's iterator runs a tuning thread, and the
+#: iterator's end (each epoch's, each `predict`'s) can wait for that
+#: thread's sleep to run out, cores idle, up to as long again as the
+#: iterator ran (measured in docs/performance.md). Set it to `True` for
+#: Keras's own behaviour. A dataset you pass keeps its options.
 ARRAY_DATA_AUTOTUNE = False
 
 #: Whether `predict` and `evaluate` of a NiN classifier (and a backbone's
