@@ -22,6 +22,22 @@ def test_seed_model_is_the_same_network_as_the_seed_preset():
     )
 
 
+def test_seconds_per_call_is_per_call_over_every_call():
+    import time
+
+    import tensorflow as tf
+
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.01)
+        return tf.zeros((64, 64))
+
+    assert ceiling.seconds_per_call(fn, calls=3) >= 0.01  # per call, not in all
+    assert len(calls) == 3
+
+
 def test_multiply_adds_count_every_convolution_by_hand():
     def block(size, kernel, c_in, filters):  # kxk then two 1x1, at size x size
         return size * size * (kernel * kernel * c_in * filters + 2 * filters**2)
