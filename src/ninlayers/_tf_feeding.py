@@ -51,6 +51,16 @@ def autotune_options(enabled: bool = False) -> Any:
     return options
 
 
+def untuned_array_dataset(
+    x: Any, batch_size: int | None, y: Any = None, shuffle: bool = False
+) -> Any:
+    """Keras's own `tf.data` pipeline for arrays
+    (`_keras_compat.array_dataset`: `predict`'s, or `fit`'s with `y` and
+    `shuffle`) without autotuning; `None` for what is not arrays."""
+    dataset = _keras_compat.array_dataset(x, batch_size, y, shuffle)
+    return None if dataset is None else dataset.with_options(autotune_options())
+
+
 def _untuned_dataset(model: Any, arguments: dict[str, Any]) -> Any:
     """`predict`'s arrays (its arguments bound to Keras's signature) as
     Keras's own `tf.data` pipeline for them without autotuning (as `fit`
@@ -63,8 +73,7 @@ def _untuned_dataset(model: Any, arguments: dict[str, Any]) -> Any:
         or arguments.get("steps") is not None
     ):
         return None
-    dataset = _keras_compat.array_dataset(arguments["x"], arguments.get("batch_size"))
-    return None if dataset is None else dataset.with_options(autotune_options())
+    return untuned_array_dataset(arguments["x"], arguments.get("batch_size"))
 
 
 @contextlib.contextmanager

@@ -93,14 +93,11 @@ def _untuned_seed(
     """`fit` and `predict` of another seed model over the pipelines Keras
     builds for the arrays, without `tf.data`'s autotuning (TensorFlow):
     the seed's compute without the waits of its iterators' tuning thread."""
-    from ninlayers import _keras_compat
-    from ninlayers._tf_feeding import autotune_options
+    from ninlayers._tf_feeding import untuned_array_dataset
 
     seed = seed_model()
-    untuned = autotune_options()
-    train = _keras_compat.array_dataset(x, batch_size, y, shuffle=True)
-    test = _keras_compat.array_dataset(x, None)
-    train, test = train.with_options(untuned), test.with_options(untuned)
+    train = untuned_array_dataset(x, batch_size, y, shuffle=True)
+    test = untuned_array_dataset(x, None)
     return (
         lambda: seed.fit(train, epochs=1, verbose=0, shuffle=False),
         lambda: seed.predict(test, verbose=0),

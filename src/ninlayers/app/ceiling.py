@@ -21,6 +21,7 @@ __all__ = [
     "measure_ceiling",
     "multiply_adds",
     "multiply_adds_per_layer",
+    "median_seconds",
     "seconds_per_call",
     "training_flop_per_image",
 ]
@@ -85,6 +86,21 @@ def seconds_per_call(fn: Callable[[], Any], calls: int = 1) -> float:
         out = fn()
     tf.reshape(out, [-1])[:1].numpy()
     return (time.perf_counter() - start) / calls
+
+
+def median_seconds(
+    fns: dict[Any, Callable[[], Any]], repeats: int, calls: int = 5
+) -> dict[Any, float]:
+    """Each of `fns` warmed up, then timed `repeats` times in turn,
+    alternating (`seconds_per_call` of `calls` calls): the median seconds
+    per call, by the same keys."""
+    for fn in fns.values():
+        seconds_per_call(fn)  # warm-up
+    seconds: dict[Any, list[float]] = {key: [] for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            seconds[key].append(seconds_per_call(fn, calls))
+    return {key: statistics.median(v) for key, v in seconds.items()}
 
 
 def measure_ceiling(repeats: int = 20) -> dict[str, Any]:

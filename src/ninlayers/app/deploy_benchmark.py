@@ -49,12 +49,10 @@ def _keras_path(model: Any, batch_size: int | None = 64) -> tuple[Callable, Call
 def _untuned_keras_path(model: Any) -> tuple[Callable, Callable]:
     """`_keras_path` at Keras's default batch, through the pipeline Keras
     builds for the arrays without `tf.data`'s autotuning (TensorFlow)."""
-    from ninlayers import _keras_compat
-    from ninlayers._tf_feeding import autotune_options
+    from ninlayers._tf_feeding import untuned_array_dataset
 
     def many(x: np.ndarray) -> Any:
-        dataset = _keras_compat.array_dataset(x, None)
-        return model.predict(dataset.with_options(autotune_options()), verbose=0)
+        return model.predict(untuned_array_dataset(x, None), verbose=0)
 
     return many, lambda x: model.predict_on_batch(x)
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import collections
 import glob
 import re
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +47,7 @@ import tensorflow as tf
 from ninlayers import NiN, layers
 from ninlayers.app import data, machine, streaming
 from ninlayers.app.benchmark import benchmark_images
-from ninlayers.app.ceiling import measure_ceiling, seconds_per_call
+from ninlayers.app.ceiling import measure_ceiling, median_seconds
 from ninlayers.app.streaming import trunk_blocks
 
 __all__ = [
@@ -216,19 +215,12 @@ def _conv_ops(batch: int, shape: Shape) -> dict:
 
 def time_convolutions(shapes: dict[str, Shape], batch: int, repeats: int) -> dict:
     """GFLOP/s of each convolution shape's three operations, alternating."""
-    ops = {}
+    fns, flop = {}, {}
     for name, shape in shapes.items():
-        flop = _flop(batch, shape)
         for op, fn in _conv_ops(batch, shape).items():
-            seconds_per_call(fn)  # warm-up
-            ops[(name, op)] = (fn, flop, [])
-    for _ in range(repeats):
-        for fn, _, seconds in ops.values():
-            seconds.append(seconds_per_call(fn, calls=5))
-    return {
-        f"{name}, {op}": flop / statistics.median(seconds) / 1e9
-        for (name, op), (_, flop, seconds) in ops.items()
-    }
+            fns[f"{name}, {op}"], flop[f"{name}, {op}"] = fn, _flop(batch, shape)
+    seconds = median_seconds(fns, repeats)
+    return {key: flop[key] / s / 1e9 for key, s in seconds.items()}
 
 
 def convolution_bound(

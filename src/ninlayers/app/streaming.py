@@ -22,14 +22,13 @@ of the streaming rate at sizes beyond the caches.
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from ninlayers import layers
-from ninlayers.app.ceiling import seconds_per_call
+from ninlayers.app.ceiling import median_seconds
 
 __all__ = [
     "activation_shapes",
@@ -48,6 +47,11 @@ TRAFFIC = {
 
 #: A block's activation, at its output's size: (height, width, channels).
 Activation = tuple[int, int, int]
+
+
+def _bytes(batch: int, shape: Activation) -> int:
+    """Bytes of one bfloat16 activation of `shape` at `batch`."""
+    return 2 * batch * shape[0] * shape[1] * shape[2]
 
 
 def trunk_blocks(model: keras.Model) -> list[layers.NiNBlock]:
@@ -116,20 +120,14 @@ def time_memory_kernels(
 ) -> dict[str, float]:
     """GB/s of each activation's kernels and its streaming rate, by
     `"{block}, {operation}"` (`TRAFFIC`), alternating, medians of
-    `repeats`; calls of a few milliseconds or less are timed 5 in a row."""
-    ops = {}
+    `repeats` (`ceiling.median_seconds`)."""
+    fns, moved = {}, {}
     for name, shape in shapes.items():
-        size = 2 * batch * shape[0] * shape[1] * shape[2]  # bfloat16 bytes
         for op, fn in _memory_ops(batch, shape).items():
-            seconds_per_call(fn)  # warm-up
-            ops[f"{name}, {op}"] = (fn, TRAFFIC[op] * size, [])
-    for _ in range(repeats):
-        for fn, _, seconds in ops.values():
-            seconds.append(seconds_per_call(fn, calls=5))
-    return {
-        key: size / statistics.median(seconds) / 1e9
-        for key, (_, size, seconds) in ops.items()
-    }
+            fns[f"{name}, {op}"] = fn
+            moved[f"{name}, {op}"] = TRAFFIC[op] * _bytes(batch, shape)
+    seconds = median_seconds(fns, repeats)
+    return {key: moved[key] / s / 1e9 for key, s in seconds.items()}
 
 
 def memory_bound(gbps: dict[str, float], model: keras.Model, batch: int) -> float:
@@ -138,8 +136,7 @@ def memory_bound(gbps: dict[str, float], model: keras.Model, batch: int) -> floa
     it) with nothing else in the step."""
     seconds = 0.0
     for block in trunk_blocks(model):
-        height, width, channels = block.output.shape[1:]
-        size = 2 * batch * height * width * channels
+        size = _bytes(batch, tuple(block.output.shape[1:]))
         for op, count in _per_step(block).items():
             rate = gbps[f"{block.name}, {op}"] * 1e9
             seconds += count * TRAFFIC[op] * size / rate
