@@ -141,19 +141,22 @@ def test_fit_with_fused_updates_trains_as_keras_does(kernel_calls):
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch.compile")
-def test_a_fused_optimizer_compiles_once_under_torch_compile(monkeypatch):
+def test_a_fused_optimizer_compiles_once_under_torch_compile():
     # `jit_compile=True` on PyTorch: the fused update read the step count
     # as a Python float, which recompiled the update at every step.
     import torch
 
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     variables = [keras.Variable(np.ones((3, 4), "float32")), keras.Variable([1.0])]
     optimizer = keras.optimizers.Adam(0.1)
     fused_updates.fuse(optimizer)
     optimizer.build(variables)
     step = torch.compile(lambda grads: optimizer.apply(grads, variables))
-    for _ in range(3):
-        step([torch.full((3, 4), 0.5), torch.full((1,), 0.5)])
+    # torch's own patch, not pytest's monkeypatch: the monkeypatch saw no
+    # attribute on torch's config module and deleted it on undo, which hid
+    # the setting from every later torch.compile in the same process.
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(3):
+            step([torch.full((3, 4), 0.5), torch.full((1,), 0.5)])
     # Three Adam steps of a constant gradient move each weight by 3 x 0.1.
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(variables[1]), [0.7], atol=1e-4
