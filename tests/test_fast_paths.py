@@ -22,6 +22,7 @@ from ninlayers.layers import (
     MaxPooling2D,
     _convolve,
     _convolve_and_normalize,
+    _folded,
 )
 
 pytestmark = pytest.mark.backends
@@ -209,7 +210,14 @@ def test_predict_uses_weights_changed_between_its_batches():
 
 @contextlib.contextmanager
 def _inference():
-    """As inside a classifier's `predict` (weights kept on PyTorch)."""
+    """As inside a classifier's `predict` (weights kept on PyTorch, batch
+    norm folded on PyTorch and TensorFlow)."""
+    if keras.backend.backend() == "tensorflow":
+        from ninlayers import _tf_inference
+
+        with _tf_inference.folding(keras.Sequential()):
+            yield
+        return
     if keras.backend.backend() != "torch":
         yield
         return
@@ -241,7 +249,8 @@ def _random_statistics(norm: FusedBatchNormalization, seed: int) -> None:
 def test_inference_conv_and_batch_norm_equal_keras(
     window, filters, use_bias, center, scale, epsilon
 ):
-    # On PyTorch in `predict` the batch norm is folded into the convolution.
+    # On PyTorch and TensorFlow in `predict` the batch norm is folded into
+    # the convolution.
     kernel, strides, padding, shape = window
     conv = keras.layers.Conv2D(filters, kernel, strides, padding, use_bias=use_bias)
     norm = FusedBatchNormalization(center=center, scale=scale, epsilon=epsilon)
@@ -249,9 +258,12 @@ def test_inference_conv_and_batch_norm_equal_keras(
     norm.build(conv.compute_output_shape(shape))
     _random_statistics(norm, 6)
     expected = to_numpy(norm(conv(x), training=False))
+    x = keras.ops.convert_to_tensor(x)
     with _inference():
-        got = _convolve_and_normalize(conv, norm, keras.ops.convert_to_tensor(x), None)
+        got = _convolve_and_normalize(conv, norm, x, None)
+        folded = _folded(conv, norm, x)
     np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-4, atol=1e-4)
+    assert (folded is None) == (keras.backend.backend() == "jax")
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's kernels")
@@ -417,7 +429,7 @@ def test_a_plan_is_made_once_and_its_weights_again_when_one_changes(monkeypatch)
     assert structures == [1]
 
 
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's path")
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="JAX does not fold")
 @pytest.mark.parametrize("fold", [True, False])
 def test_predict_runs_the_models_kernels_with_folding_off(monkeypatch, fold):
     from ninlayers import runtime
@@ -431,20 +443,59 @@ def test_predict_runs_the_models_kernels_with_folding_off(monkeypatch, fold):
     assert np.array_equal(got, expected) is not fold
 
 
+def _batch_norm_kernels(monkeypatch) -> list[int]:
+    """Grows by one at each call of the backend's batch norm kernel (on
+    TensorFlow, as a graph is traced); stays empty on JAX."""
+    norms = []
+    if keras.backend.backend() == "torch":
+        import torch
+
+        module, name = torch.nn.functional, "batch_norm"
+    elif keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        module, name = tf.compat.v1.nn, "fused_batch_norm"
+    else:
+        return norms
+    kernel = getattr(module, name)
+    spy = lambda *a, **k: norms.append(1) or kernel(*a, **k)  # noqa: E731
+    monkeypatch.setattr(module, name, spy)
+    return norms
+
+
 def test_a_backbones_predict_equals_its_call(monkeypatch):
-    # Features for another model: on PyTorch, batch norm folded in too.
+    # Features for another model: on PyTorch and TensorFlow, batch norm
+    # folded in too.
     backbone = _with_random_statistics(
         NiNBackbone([(8, 3), (12, 3)], image_shape=(12, 12, 2), dtype="float32")
     )
     x = np.random.default_rng(10).uniform(size=(3, 12, 12, 2)).astype("float32")
     expected = to_numpy(backbone(x, training=False))
-    norms = []
-    if keras.backend.backend() == "torch":
-        import torch
-
-        batch_norm = torch.nn.functional.batch_norm
-        spy = lambda *a, **k: norms.append(1) or batch_norm(*a, **k)  # noqa: E731
-        monkeypatch.setattr(torch.nn.functional, "batch_norm", spy)
+    norms = _batch_norm_kernels(monkeypatch)
     got = backbone.predict(x, verbose=0)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     assert norms == []
+
+
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="JAX does not fold")
+def test_predict_and_evaluate_follow_fold_batch_norm_as_it_changes(monkeypatch):
+    # On TensorFlow a graph traced with one setting is traced again with
+    # the other; on PyTorch each call reads it.
+    from ninlayers import runtime
+
+    model = _classifier(dtype="mixed_bfloat16")
+    model.compile(loss="sparse_categorical_crossentropy", metrics=[])
+    x = np.random.default_rng(11).uniform(size=(6, 28, 28, 1)).astype("float32")
+    y = np.arange(6) % 4
+    norms = _batch_norm_kernels(monkeypatch)
+    folded = model.predict(x, verbose=0)
+    folded_loss = model.evaluate(x, y, verbose=0)
+    assert norms == []
+    monkeypatch.setattr(runtime, "FOLD_BATCH_NORM", False)
+    expected = to_numpy(model(x, training=False))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), expected)
+    assert model.evaluate(x, y, verbose=0) != folded_loss
+    assert norms != []
+    monkeypatch.setattr(runtime, "FOLD_BATCH_NORM", True)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), folded)
+    assert model.evaluate(x, y, verbose=0) == folded_loss

@@ -424,6 +424,7 @@ def test_predict_reads_arrays_without_tf_data_autotuning_unless_asked(
     from ninlayers import runtime
 
     monkeypatch.setattr(runtime, "ARRAY_DATA_AUTOTUNE", autotune)
+    monkeypatch.setattr(runtime, "FOLD_BATCH_NORM", False)  # `model(x)`'s kernels
     model = NiN(input_shape=(16, 16, 1), architecture=SMALL)
     x, _, _ = _data(21)
     expected = keras.ops.convert_to_numpy(model(x, training=False))
@@ -461,6 +462,7 @@ def test_predict_runs_several_batches_per_graph_call_without_callbacks(monkeypat
     from ninlayers import runtime
 
     monkeypatch.setitem(runtime.PREDICT_STEPS_PER_EXECUTION, "tensorflow", 4)
+    monkeypatch.setattr(runtime, "FOLD_BATCH_NORM", False)  # `model(x)`'s kernels
     model = NiN(input_shape=(16, 16, 1), architecture=SMALL)
     x, _, _ = _data(21)  # 11 batches of 2: calls of 4, 4 and 3
     expected = keras.ops.convert_to_numpy(model(x, training=False))

@@ -39,12 +39,19 @@ def follow_rename(
     return renamed[name]
 
 
-def inference_weights() -> contextlib.AbstractContextManager:
-    """On PyTorch, each weight cast and laid out once for a whole `predict`
-    or `evaluate` (`_torch_kernels.cached_weights`, which also folds batch
-    norm into convolutions), not once per batch; nothing elsewhere."""
-    if keras.backend.backend() != "torch":
-        return contextlib.nullcontext()
-    from ninlayers import _torch_kernels
+def inference_weights(model: keras.Model) -> contextlib.AbstractContextManager:
+    """`model`'s weights as a whole `predict` or `evaluate` reads them. On
+    PyTorch each weight cast and laid out once, not once per batch
+    (`_torch_kernels.cached_weights`, which also folds batch norm into
+    convolutions); on TensorFlow batch norm folded into convolutions in the
+    graph (`_tf_inference.folding`); nothing elsewhere."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        from ninlayers import _torch_kernels
 
-    return _torch_kernels.cached_weights()
+        return _torch_kernels.cached_weights()
+    if backend == "tensorflow":
+        from ninlayers import _tf_inference
+
+        return _tf_inference.folding(model)
+    return contextlib.nullcontext()

@@ -360,7 +360,7 @@ class NiNBackbone(keras.Model):
         arrays are read without `tf.data`'s autotuning and several batches
         run per call of the graph, as a classifier's `predict` does."""
         arguments = feeding.predict_arguments(self, x, args, kwargs)
-        with inference_weights(), arguments as (x, args, kwargs):
+        with inference_weights(self), arguments as (x, args, kwargs):
             return super().predict(x, *args, **kwargs)
 
     def get_config(self) -> dict[str, Any]:

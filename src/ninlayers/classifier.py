@@ -238,12 +238,12 @@ class NiNImageClassifier(keras.Model):
         of the graph (`runtime.PREDICT_STEPS_PER_EXECUTION`)."""
         x = self._numpy_images(x)
         arguments = feeding.predict_arguments(self, x, args, kwargs)
-        with inference_weights(), arguments as (x, args, kwargs):
+        with inference_weights(self), arguments as (x, args, kwargs):
             return super().predict(x, *args, **kwargs)
 
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.evaluate`, taking images as `predict` does."""
-        with inference_weights():
+        with inference_weights(self):
             return super().evaluate(self._numpy_images(x), *args, **kwargs)
 
     def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:

@@ -171,7 +171,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 #: Where a 1x1 convolution runs as one matrix product, by backend:
 #: `"always"` or `"training"` (measured: docs/performance.md). TensorFlow's
 #: inference keeps the convolution, which its graph optimiser fuses with
-#: batch norm and ReLU.
+#: the bias (or, in float32, the batch norm) and ReLU after it.
 POINTWISE_AS_MATMUL = {"tensorflow": "training", "jax": "always"}
 
 
@@ -230,22 +230,30 @@ def _convolve_and_normalize(
     x: Any,
     training: Any,
 ) -> Any:
-    """`norm(conv(x))`, or `conv(x)` without a norm. In PyTorch's inference
-    (`predict`, `evaluate`) one convolution with the batch norm folded in,
-    unless `runtime.FOLD_BATCH_NORM` is off."""
-    if (
-        norm is not None
-        and not training
-        and runtime.FOLD_BATCH_NORM
-        and keras.backend.backend() == "torch"
-    ):
-        from ninlayers import _torch_kernels
-
-        y = _torch_kernels.conv_batch_norm(conv, norm, x)
+    """`norm(conv(x))`, or `conv(x)` without a norm. In inference on
+    PyTorch and TensorFlow (`predict`, `evaluate`) one convolution with the
+    batch norm folded in, unless `runtime.FOLD_BATCH_NORM` is off."""
+    if norm is not None and not training and runtime.FOLD_BATCH_NORM:
+        y = _folded(conv, norm, x)
         if y is not None:
             return y
     x = _convolve(conv, x, training)
     return x if norm is None else _normalize(norm, x, training)
+
+
+def _folded(conv: keras.layers.Conv2D, norm: FusedBatchNormalization, x: Any) -> Any:
+    """The backend's one convolution for inference's `norm(conv(x))`, or
+    `None` where the two layers run."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        from ninlayers import _torch_kernels
+
+        return _torch_kernels.conv_batch_norm(conv, norm, x)
+    if backend == "tensorflow":
+        from ninlayers import _tf_inference
+
+        return _tf_inference.conv_batch_norm(conv, norm, x)
+    return None
 
 
 def _activate(activation: Callable[..., Any], x: Any) -> Any:

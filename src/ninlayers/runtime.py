@@ -74,12 +74,14 @@ PROCESS_ENV = (
 ARRAY_DATA_AUTOTUNE = False
 
 #: Whether `predict` and `evaluate` of a NiN classifier (and a backbone's
-#: `predict`) on PyTorch fold each batch norm into the convolution before
-#: it: the moving statistics, scale and offset become the kernel's scale and
-#: the bias, once per call, where PyTorch would run a batch norm kernel on
-#: every batch (measured in docs/performance.md). Under mixed precision the
-#: probabilities then differ from `model(x)`'s by bfloat16 rounding; `False`
-#: runs the same kernels as `model(x)`. The other backends do not read it.
+#: `predict`) on PyTorch and TensorFlow fold each batch norm into the
+#: convolution before it: the moving statistics, scale and offset become the
+#: kernel's scale and the bias, where the backend would run a batch norm
+#: kernel on every batch (on PyTorch once per call; on TensorFlow in the
+#: graph, which then fuses convolution, bias and ReLU into one kernel;
+#: measured in docs/performance.md). Under mixed precision the probabilities
+#: then differ from `model(x)`'s by bfloat16 rounding; `False` runs the same
+#: kernels as `model(x)`. JAX does not read it.
 FOLD_BATCH_NORM = True
 
 #: Batches per call of the compiled predict function in a NiN classifier's

@@ -1,0 +1,110 @@
+"""A NiN model's inference on TensorFlow: batch norm folded into convolutions.
+
+In mixed precision TensorFlow's graph optimiser leaves an inference
+convolution and the batch norm after it as two oneDNN kernels, the batch
+norm one more pass over the activations (in float32 it fuses them itself).
+Inside `predict` and `evaluate` (`folding`), each NiN block's
+`norm(conv(x))` runs instead as one convolution with a bias: the moving
+statistics, scale and offset become the kernel's scale and the bias,
+computed in float32 from the variables, then cast. The optimiser then
+fuses convolution, bias and the ReLU after them into one kernel
+(`_FusedConv2D`). Measured in docs/performance.md.
+
+Imported only on the tensorflow backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from ninlayers import _keras_compat, runtime
+
+#: Whether blocks traced now fold batch norm (set by `folding`).
+_FOLDING = contextvars.ContextVar("ninlayers_tf_folding", default=False)
+
+#: Marks a compiled function with whether its trace folded batch norm.
+_MARK = "_ninlayers_folded"
+
+#: The compiled functions that run inference, by `keras.Model` attribute.
+_FUNCTIONS = ("predict_function", "test_function")
+
+
+@contextlib.contextmanager
+def folding(model: keras.Model) -> Iterator[None]:
+    """Within it, NiN blocks fold their batch norms into their convolutions
+    as `model`'s predict and test functions trace them, where
+    `runtime.FOLD_BATCH_NORM` says so. A function traced here under the
+    other setting is traced again; one made elsewhere is kept."""
+    fold = bool(runtime.FOLD_BATCH_NORM)
+    for name in _FUNCTIONS:
+        function = getattr(model, name, None)
+        if function is not None and getattr(function, _MARK, fold) is not fold:
+            setattr(model, name, None)
+    kept = [getattr(model, name, None) for name in _FUNCTIONS]
+    token = _FOLDING.set(fold)
+    try:
+        yield
+    finally:
+        _FOLDING.reset(token)
+        for name, old in zip(_FUNCTIONS, kept, strict=True):
+            function = getattr(model, name, None)
+            if function is not None and function is not old:
+                setattr(function, _MARK, fold)
+
+
+def _foldable(conv: keras.layers.Conv2D, norm: Any, x: Any) -> bool:
+    """Whether `norm(conv(x))` is one convolution with a bias: a plain
+    channels-last convolution (no LoRA, quantization, groups or
+    activation of its own) and a built channels-last batch norm, both in
+    `x`'s dtype."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    return (
+        _FOLDING.get()
+        and len(x.shape) == 4
+        and isinstance(conv.kernel, keras.Variable)  # not LoRA
+        and getattr(conv, "quantization_mode", None) is None
+        and conv.activation in (None, keras.activations.linear)
+        and conv.groups == 1
+        and conv.data_format == "channels_last"
+        and dtype == conv.compute_dtype == norm.compute_dtype
+        and norm.built
+        and norm.axis in (-1, 3)
+        and not norm.renorm
+        and not getattr(norm, "synchronized", False)
+    )
+
+
+def conv_batch_norm(conv: keras.layers.Conv2D, norm: Any, x: Any) -> Any:
+    """Inference's `norm(conv(x))` as one convolution with a bias, inside
+    `folding`; `None` elsewhere, or where the two layers must run."""
+    if not _foldable(conv, norm, x):
+        return None
+    names = ["kernel", "moving_mean", "moving_variance"]
+    variables = [conv.kernel, norm.moving_mean, norm.moving_variance]
+    for name, present in (("bias", conv.use_bias), ("gamma", norm.scale)):
+        if present:
+            names.append(name)
+            variables.append(getattr(conv if name == "bias" else norm, name))
+    if norm.center:
+        names.append("beta")
+        variables.append(norm.beta)
+    values = dict(zip(names, _keras_compat.uncast_values(variables), strict=True))
+    w = {name: tf.cast(value, "float32") for name, value in values.items()}
+    scale = tf.math.rsqrt(w["moving_variance"] + norm.epsilon)
+    if "gamma" in w:
+        scale = scale * w["gamma"]
+    bias = (w.get("bias", 0.0) - w["moving_mean"]) * scale + w.get("beta", 0.0)
+    y = tf.nn.conv2d(
+        x,
+        tf.cast(w["kernel"] * scale, x.dtype),
+        strides=list(conv.strides),
+        padding=conv.padding.upper(),
+        dilations=list(conv.dilation_rate),
+    )
+    return tf.nn.bias_add(y, tf.cast(bias, x.dtype))
