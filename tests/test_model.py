@@ -447,6 +447,53 @@ def test_predict_reads_arrays_without_tf_data_autotuning_unless_asked(
     assert [len(batch) for batch in arrays] == [8, 8, 5]
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # none of Keras's
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's")
+def test_predict_reads_arrays_in_its_own_batch_size_unless_told(monkeypatch):
+    import tensorflow as tf
+
+    from ninlayers import runtime
+
+    monkeypatch.setitem(runtime.PREDICT_BATCH_PIXELS, "tensorflow", 40 * 16 * 16)
+    model = NiN(input_shape=(16, 16, 1), architecture=SMALL)
+    x, _, _ = _data(100)
+    given = spy_on_keras_predict(monkeypatch)
+    batches = _Batches()
+    own = tf.data.Dataset.from_tensor_slices(x).batch(64)
+    outputs = [
+        model.predict(x, verbose=0),  # 40 images of 16x16 a batch
+        model.predict(x, 50, verbose=0),  # the caller's
+        model.predict(x, verbose=0, callbacks=[batches]),  # Keras's 32
+        model.predict(x, verbose=0, steps=2),  # steps count Keras's batches
+        model.predict(own, verbose=0),
+    ]
+    assert [len(outputs[i]) for i in (0, 1, 2, 4)] == [100] * 4
+    (ours, _, _), (told, _, _), (called_back, _, _), stepped, dataset = given
+    assert [len(batch) for batch in ours] == [40, 40, 20]
+    assert [len(batch) for batch in told] == [50, 50]
+    assert [len(batch) for batch in called_back] == [32, 32, 32, 4]
+    assert batches.ends == [0, 1, 2, 3]
+    assert stepped == (x, (), {"verbose": 0, "steps": 2})
+    assert dataset[0] is own and "batch_size" not in dataset[2]
+    monkeypatch.setattr(runtime, "ARRAY_DATA_AUTOTUNE", True)  # Keras's reading
+    model.predict(x, verbose=0)
+    assert given[-1][0] is x and given[-1][1] == (40, 0)  # batch size, verbose
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's")
+@pytest.mark.parametrize(
+    "shape, batch",
+    [((28, 28, 1), 128), ((14, 20, 3), 358), ((56, 56, 1), 32), ((224, 224, 3), 32)],
+)
+def test_predicts_own_batch_holds_its_pixels_and_at_least_kerass(shape, batch):
+    from ninlayers import _tf_feeding
+
+    arguments = {"x": np.zeros((2, *shape), "uint8")}
+    assert _tf_feeding._default_batch_size(arguments)
+    assert arguments["batch_size"] == batch
+    assert not _tf_feeding._default_batch_size({"x": np.zeros((2, 28, 28))})
+
+
 class _Batches(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()

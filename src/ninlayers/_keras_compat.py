@@ -138,6 +138,16 @@ def set_array_dataset_options(iterator: Any, options: Any) -> bool:
     return True
 
 
+def reads_as_arrays(x: Any, y: Any = None) -> bool:
+    """Whether Keras reads `x` (and `y`) as arrays: not a dataset, a
+    generator or a `PyDataset`."""
+    try:
+        from keras.src.trainers.data_adapters import array_data_adapter
+    except ImportError:
+        raise _missing("keras.src.trainers.data_adapters.array_data_adapter") from None
+    return bool(array_data_adapter.can_convert_arrays((x, y, None)))
+
+
 def array_dataset(
     x: Any, batch_size: int | None, y: Any = None, shuffle: bool = False
 ) -> Any:
@@ -146,13 +156,10 @@ def array_dataset(
     number): `predict`'s by default, `fit`'s with `y` and `shuffle=True`.
     `None` where Keras would not read `x` as arrays (a dataset, a
     generator, a `PyDataset`)."""
-    try:
-        from keras.src.trainers.data_adapters import array_data_adapter
-    except ImportError:
-        raise _missing("keras.src.trainers.data_adapters.array_data_adapter") from None
-    if not array_data_adapter.can_convert_arrays((x, y, None)):
+    if not reads_as_arrays(x, y):
         return None
     import tensorflow as tf
+    from keras.src.trainers.data_adapters import array_data_adapter
 
     adapter = array_data_adapter.ArrayDataAdapter(
         x, y, batch_size=batch_size, shuffle=shuffle

@@ -3,10 +3,12 @@
 Keras turns NumPy arrays into a `tf.data` pipeline whose buffers tf.data
 autotunes, and its `predict` calls the compiled function once per batch.
 On small CPUs both cost measurable time (docs/performance.md): ninlayers
-feeds arrays without autotuning (`runtime.ARRAY_DATA_AUTOTUNE`) and runs
-several batches per call of `predict`'s graph
-(`runtime.PREDICT_STEPS_PER_EXECUTION`), each through Keras's own
-pipeline and `steps_per_execution`. The other backends pass through.
+feeds arrays without autotuning (`runtime.ARRAY_DATA_AUTOTUNE`), reads
+them for `predict` in larger batches where the caller names none
+(`runtime.PREDICT_BATCH_PIXELS`) and runs several batches per call of
+`predict`'s graph (`runtime.PREDICT_STEPS_PER_EXECUTION`), each through
+Keras's own pipeline and `steps_per_execution`. The other backends pass
+through.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def predict_arguments(
         yield x, args, kwargs
         return
     bound = inspect.signature(keras.Model.predict).bind(model, x, *args, **kwargs)
+    if _default_batch_size(bound.arguments):
+        x, args, kwargs = bound.args[1], bound.args[2:], bound.kwargs
     with _batches_per_call(model, bound.arguments):
         dataset = _untuned_dataset(model, bound.arguments)
         if dataset is None:
@@ -39,6 +43,39 @@ def predict_arguments(
         bound.arguments.pop("batch_size", None)
         bound.arguments["x"] = dataset
         yield bound.args[1], bound.args[2:], bound.kwargs
+
+
+def predict_batch_size(shape: Any) -> int | None:
+    """The batch size of a NiN model's `predict` on TensorFlow of an array
+    of images of `shape` (batch first, channels last) where the caller
+    names none: `runtime.PREDICT_BATCH_PIXELS` of them, at least Keras's
+    32; `None` for Keras's own choice."""
+    pixels = runtime.PREDICT_BATCH_PIXELS.get("tensorflow")
+    if pixels is None or shape is None or len(shape) != 4:
+        return None
+    return max(_KERAS_BATCH_SIZE, pixels // (shape[1] * shape[2]))
+
+
+def _default_batch_size(arguments: dict[str, Any]) -> bool:
+    """Gives `predict`'s arguments (bound to Keras's signature)
+    `predict_batch_size` where they name no batch size, no `steps` (which
+    counts batches) and no callbacks, for an array of images; whether it
+    did."""
+    size = predict_batch_size(getattr(arguments["x"], "shape", None))
+    if (
+        size is None
+        or arguments.get("batch_size") is not None
+        or arguments.get("steps") is not None
+        or arguments.get("callbacks")
+        or not _keras_compat.reads_as_arrays(arguments["x"])
+    ):
+        return False
+    arguments["batch_size"] = size
+    return True
+
+
+#: Keras's `predict` batch size where none is given.
+_KERAS_BATCH_SIZE = 32
 
 
 def autotune_options(enabled: bool = False) -> Any:

@@ -356,9 +356,11 @@ class NiNBackbone(keras.Model):
 
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.predict`; on PyTorch each weight is converted once
-        per call and batch norm folded into the convolutions; on TensorFlow
-        arrays are read without `tf.data`'s autotuning and several batches
-        run per call of the graph, as a classifier's `predict` does."""
+        per call; on PyTorch and TensorFlow batch norm is folded into the
+        convolutions; on TensorFlow arrays are read without `tf.data`'s
+        autotuning, in batches of `runtime.PREDICT_BATCH_PIXELS` where none
+        is given, several per call of the graph, as a classifier's `predict`
+        does."""
         arguments = feeding.predict_arguments(self, x, args, kwargs)
         with inference_weights(self), arguments as (x, args, kwargs):
             return super().predict(x, *args, **kwargs)

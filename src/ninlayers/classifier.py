@@ -234,7 +234,8 @@ class NiNImageClassifier(keras.Model):
         """`keras.Model.predict`; NumPy images go through the preprocessor's
         `check` (integer pixels mapped, floats range-checked if it asks),
         and on TensorFlow arrays are read without `tf.data`'s autotuning
-        (`runtime.ARRAY_DATA_AUTOTUNE`) and several batches run per call
+        (`runtime.ARRAY_DATA_AUTOTUNE`), in batches of
+        `runtime.PREDICT_BATCH_PIXELS` where none is given, several per call
         of the graph (`runtime.PREDICT_STEPS_PER_EXECUTION`)."""
         x = self._numpy_images(x)
         arguments = feeding.predict_arguments(self, x, args, kwargs)

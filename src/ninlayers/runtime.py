@@ -29,6 +29,7 @@ __all__ = [
     "ARRAY_DATA_AUTOTUNE",
     "FOLD_BATCH_NORM",
     "PRECISIONS",
+    "PREDICT_BATCH_PIXELS",
     "PREDICT_STEPS_PER_EXECUTION",
     "STRATEGIES",
     "DataParallel",
@@ -91,6 +92,14 @@ FOLD_BATCH_NORM = True
 #: costs time besides the kernels (measured in docs/performance.md). `{}`
 #: keeps one batch per call.
 PREDICT_STEPS_PER_EXECUTION: dict[str, int] = {"tensorflow": 8}
+
+#: Pixels per batch (height x width x images) of a NiN classifier's or
+#: backbone's `predict` of image arrays where the caller passes no batch
+#: size (nor `steps` nor a callback), by backend (only TensorFlow's is
+#: read): 128 images of 28x28, never fewer than Keras's 32 (so 32 from
+#: 56x56 up). On an AMX processor larger batches fill its tiles better
+#: (measured in docs/performance.md). `{}` keeps Keras's 32.
+PREDICT_BATCH_PIXELS: dict[str, int] = {"tensorflow": 128 * 28 * 28}
 
 # Backends whose CPU kernels run bfloat16 faster than float32 where the CPU
 # has bfloat16 dot products (docs/backends.md has the measurements).

@@ -183,6 +183,9 @@ def test_benchmark_reports_rates_and_ratios(tmp_path, capsys, monkeypatch):
     assert f"training {untuned['train']:.2f}x, predict" in printed
     # The progress bar: the warm-up, the one timed round, the ceiling.
     assert "3/3" in printed
+    # Each model predicts at its own default batch, and the table says so.
+    assert result["predict_batch_size"] == {"seed": 32, "ninlayers": 128}
+    assert "batch 64 (predict 32, ninlayers 128)" in printed
 
 
 @pytest.mark.slow

@@ -237,7 +237,9 @@ def run_benchmark(
     images when it is found, random ones otherwise). Each repeat runs, in
     turn, one `fit` epoch of each, then one `predict` of each; the first
     epoch and predict of each model are warm-up and not timed. The figures
-    are medians over the repeats.
+    are medians over the repeats. Each `predict` takes its model's default
+    batch size: Keras's 32, ninlayers' own on TensorFlow
+    (`runtime.PREDICT_BATCH_PIXELS`: 128 images of 28x28).
 
     Args:
         images: int. Images per timed epoch. Defaults to `2048`.
@@ -306,6 +308,7 @@ def run_benchmark(
         "images": images,
         "repeats": repeats,
         "batch_size": batch_size,
+        "predict_batch_size": _predict_batch_sizes(x.shape),
         "data": source,
         "backend": keras.backend.backend(),
         "ninlayers_precision": models["ninlayers"].dtype_policy.name,
@@ -400,11 +403,31 @@ def machine_line(info: dict[str, Any]) -> str:
     return f"machine: {machine.one_line(info)}"
 
 
+def _predict_batch_sizes(shape: tuple) -> dict[str, int]:
+    """Each path's `predict` batch: Keras's default (32; the plain peers'
+    too), and ninlayers' own on TensorFlow."""
+    sizes = {"seed": 32, "ninlayers": 32}
+    if keras.backend.backend() == "tensorflow":
+        from ninlayers._tf_feeding import predict_batch_size
+
+        sizes["ninlayers"] = predict_batch_size(shape) or 32
+    return sizes
+
+
+def _predict_batch_line(result: dict[str, Any]) -> str:
+    """ ", predict batch 32 (ninlayers 128)" where they differ."""
+    sizes = result.get("predict_batch_size")
+    if not sizes or sizes["ninlayers"] == sizes["seed"]:
+        return ""
+    return f" (predict {sizes['seed']}, ninlayers {sizes['ninlayers']})"
+
+
 def format_result(result: dict[str, Any]) -> str:
     """Formats `run_benchmark`'s result as a table."""
     lines = [
         *([machine_line(result["machine"])] if "machine" in result else []),
-        f"{result['images']} {result['data']}, batch {result['batch_size']}, "
+        f"{result['images']} {result['data']}, batch {result['batch_size']}"
+        f"{_predict_batch_line(result)}, "
         f"median of {result['repeats']}; on {result['backend']}, ninlayers "
         f"precision {result['ninlayers_precision']}, XLA "
         f"{result['ninlayers_jit_compile']} (peers: their backend's defaults)",
