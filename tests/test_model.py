@@ -492,6 +492,7 @@ def test_predicts_own_batch_holds_its_pixels_and_at_least_kerass(shape, batch):
     assert _tf_feeding._default_batch_size(arguments)
     assert arguments["batch_size"] == batch
     assert not _tf_feeding._default_batch_size({"x": np.zeros((2, 28, 28))})
+    assert not _tf_feeding._default_batch_size({"x": np.zeros((2, 0, 28, 1))})
 
 
 class _Batches(keras.callbacks.Callback):

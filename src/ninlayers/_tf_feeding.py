@@ -53,6 +53,8 @@ def predict_batch_size(shape: Any) -> int | None:
     pixels = runtime.PREDICT_BATCH_PIXELS.get("tensorflow")
     if pixels is None or shape is None or len(shape) != 4:
         return None
+    if not shape[1] or not shape[2]:  # empty images: the model refuses them
+        return None
     return max(_KERAS_BATCH_SIZE, pixels // (shape[1] * shape[2]))
 
 
