@@ -85,17 +85,19 @@ def conv_batch_norm(conv: keras.layers.Conv2D, norm: Any, x: Any) -> Any:
     `folding`; `None` elsewhere, or where the two layers must run."""
     if not _foldable(conv, norm, x):
         return None
-    names = ["kernel", "moving_mean", "moving_variance"]
-    variables = [conv.kernel, norm.moving_mean, norm.moving_variance]
-    for name, present in (("bias", conv.use_bias), ("gamma", norm.scale)):
-        if present:
-            names.append(name)
-            variables.append(getattr(conv if name == "bias" else norm, name))
+    weights = {
+        "kernel": conv.kernel,
+        "moving_mean": norm.moving_mean,
+        "moving_variance": norm.moving_variance,
+    }
+    if conv.use_bias:
+        weights["bias"] = conv.bias
+    if norm.scale:
+        weights["gamma"] = norm.gamma
     if norm.center:
-        names.append("beta")
-        variables.append(norm.beta)
-    values = dict(zip(names, _keras_compat.uncast_values(variables), strict=True))
-    w = {name: tf.cast(value, "float32") for name, value in values.items()}
+        weights["beta"] = norm.beta
+    values = _keras_compat.uncast_values(list(weights.values()))
+    w = {name: tf.cast(v, "float32") for name, v in zip(weights, values, strict=True)}
     scale = tf.math.rsqrt(w["moving_variance"] + norm.epsilon)
     if "gamma" in w:
         scale = scale * w["gamma"]
