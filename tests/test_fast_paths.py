@@ -209,13 +209,13 @@ def test_predict_uses_weights_changed_between_its_batches():
 
 
 @contextlib.contextmanager
-def _inference():
-    """As inside a classifier's `predict` (weights kept on PyTorch, batch
-    norm folded on PyTorch and TensorFlow)."""
+def _inference(*layers: keras.Layer):
+    """As inside the `predict` of a classifier of `layers` (weights kept on
+    PyTorch, batch norm folded on PyTorch and TensorFlow)."""
     if keras.backend.backend() == "tensorflow":
         from ninlayers import _tf_inference
 
-        with _tf_inference.folding(keras.Sequential()):
+        with _tf_inference.folding(keras.Sequential(layers)):
             yield
         return
     if keras.backend.backend() != "torch":
@@ -259,9 +259,10 @@ def test_inference_conv_and_batch_norm_equal_keras(
     _random_statistics(norm, 6)
     expected = to_numpy(norm(conv(x), training=False))
     x = keras.ops.convert_to_tensor(x)
-    with _inference():
+    with _inference(conv, norm):
         got = _convolve_and_normalize(conv, norm, x, None)
         folded = _folded(conv, norm, x)
+    assert _folded(conv, norm, x) is None  # outside `predict`
     np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-4, atol=1e-4)
     if keras.backend.backend() == "torch":  # not where PyTorch cannot pad
         from ninlayers import _torch_kernels
@@ -288,7 +289,7 @@ def test_folded_batch_norm_is_kept_until_a_weight_changes(monkeypatch):
     monkeypatch.setattr(torch, "rsqrt", lambda t: folds.append(1) or rsqrt(t))
     fold = lambda: _torch_kernels.conv_batch_norm(conv, norm, x)  # noqa: E731
     assert fold() is None  # outside `predict`: two kernels
-    with _inference():
+    with _inference(conv, norm):
         first = fold()
         np.testing.assert_array_equal(fold(), first)
         assert len(folds) == 1

@@ -664,6 +664,37 @@ def test_batch_norm_statistics_stay_equal_across_mirrored_replicas():
     assert max(spreads.values()) < 1e-6, spreads
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_predict_folds_batch_norm_in_mirrored_replicas_too():
+    # A MirroredStrategy traces each replica's step in a thread of its own.
+    results = run_on_two_cpus(
+        """
+        from ninlayers import _tf_inference
+        folded, fold = [], _tf_inference.conv_batch_norm
+        def spy(conv, norm, x):
+            y = fold(conv, norm, x)
+            folded.append(y is not None)
+            return y
+        _tf_inference.conv_batch_norm = spy
+        x = rng.uniform(size=(8, 16, 16, 1)).astype("float32")
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            model = NiN(input_shape=(16, 16, 1), architecture=arch,
+                        precision="float32")
+        predicted = model.predict(x, verbose=0)
+        traced = list(folded)
+        expected = np.asarray(model(x, training=False))
+        print(json.dumps({"traced": traced, "after": folded[len(traced):],
+                          "gap": float(np.abs(predicted - expected).max())}))
+        """
+    )
+    # Both replicas' blocks, in their own threads; not the call after.
+    assert len(results["traced"]) >= 4 and all(results["traced"]), results
+    assert results["after"] and not any(results["after"]), results
+    assert results["gap"] < 1e-5
+
+
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [

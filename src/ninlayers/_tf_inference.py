@@ -15,8 +15,9 @@ Imported only on the tensorflow backend.
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import contextvars
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,8 +26,12 @@ import tensorflow as tf
 
 from ninlayers import _keras_compat, runtime
 
-#: Whether blocks traced now fold batch norm (set by `folding`).
-_FOLDING = contextvars.ContextVar("ninlayers_tf_folding", default=False)
+#: The weights of the models inside `folding` now (by `id`; each alive
+#: while a model holds it), with how many `folding` contexts hold each. A
+#: registry of weights, not a context variable: the threads in which a
+#: `tf.distribute.MirroredStrategy` traces its replicas' steps see it too.
+_FOLDING: collections.Counter[int] = collections.Counter()
+_LOCK = threading.Lock()
 
 #: Marks a compiled function with whether its trace folded batch norm.
 _MARK = "_ninlayers_folded"
@@ -37,21 +42,28 @@ _FUNCTIONS = ("predict_function", "test_function")
 
 @contextlib.contextmanager
 def folding(model: keras.Model) -> Iterator[None]:
-    """Within it, NiN blocks fold their batch norms into their convolutions
-    as `model`'s predict and test functions trace them, where
-    `runtime.FOLD_BATCH_NORM` says so. A function traced here under the
-    other setting is traced again; one made elsewhere is kept."""
+    """Within it, `model`'s NiN blocks fold their batch norms into their
+    convolutions as its predict and test functions trace them (in any
+    thread), where `runtime.FOLD_BATCH_NORM` says so. A function traced
+    here under the other setting is traced again; one made elsewhere is
+    kept."""
     fold = bool(runtime.FOLD_BATCH_NORM)
     for name in _FUNCTIONS:
         function = getattr(model, name, None)
         if function is not None and getattr(function, _MARK, fold) is not fold:
             setattr(model, name, None)
     kept = [getattr(model, name, None) for name in _FUNCTIONS]
-    token = _FOLDING.set(fold)
+    held = {id(weight) for weight in model.weights} if fold else set()
+    with _LOCK:
+        _FOLDING.update(held)
     try:
         yield
     finally:
-        _FOLDING.reset(token)
+        with _LOCK:
+            _FOLDING.subtract(held)
+            for key in held:
+                if _FOLDING[key] <= 0:
+                    del _FOLDING[key]
         for name, old in zip(_FUNCTIONS, kept, strict=True):
             function = getattr(model, name, None)
             if function is not None and function is not old:
@@ -65,9 +77,9 @@ def _foldable(conv: keras.layers.Conv2D, norm: Any, x: Any) -> bool:
     `x`'s dtype."""
     dtype = keras.backend.standardize_dtype(x.dtype)
     return (
-        _FOLDING.get()
-        and len(x.shape) == 4
+        len(x.shape) == 4
         and isinstance(conv.kernel, keras.Variable)  # not LoRA
+        and id(conv.kernel) in _FOLDING
         and getattr(conv, "quantization_mode", None) is None
         and conv.activation in (None, keras.activations.linear)
         and conv.groups == 1
@@ -81,8 +93,9 @@ def _foldable(conv: keras.layers.Conv2D, norm: Any, x: Any) -> bool:
 
 
 def conv_batch_norm(conv: keras.layers.Conv2D, norm: Any, x: Any) -> Any:
-    """Inference's `norm(conv(x))` as one convolution with a bias, inside
-    `folding`; `None` elsewhere, or where the two layers must run."""
+    """Inference's `norm(conv(x))` as one convolution with a bias while a
+    model holding `conv` is inside `folding`; `None` otherwise, or where
+    the two layers must run."""
     if not _foldable(conv, norm, x):
         return None
     weights = {
