@@ -403,14 +403,18 @@ def machine_line(info: dict[str, Any]) -> str:
     return f"machine: {machine.one_line(info)}"
 
 
+#: Keras's `predict` batch where the caller names none.
+_KERAS_PREDICT_BATCH = 32
+
+
 def _predict_batch_sizes(shape: tuple) -> dict[str, int]:
-    """Each path's `predict` batch: Keras's default (32; the plain peers'
-    too), and ninlayers' own on TensorFlow."""
-    sizes = {"seed": 32, "ninlayers": 32}
+    """Each path's `predict` batch: Keras's default (the plain peers' too),
+    and ninlayers' own on TensorFlow."""
+    sizes = {"seed": _KERAS_PREDICT_BATCH, "ninlayers": _KERAS_PREDICT_BATCH}
     if keras.backend.backend() == "tensorflow":
         from ninlayers._tf_feeding import predict_batch_size
 
-        sizes["ninlayers"] = predict_batch_size(shape) or 32
+        sizes["ninlayers"] = predict_batch_size(shape) or _KERAS_PREDICT_BATCH
     return sizes
 
 
