@@ -71,13 +71,14 @@ def folding(model: keras.Model) -> Iterator[None]:
 
 
 def _foldable(conv: keras.layers.Conv2D, norm: Any, x: Any) -> bool:
-    """Whether `norm(conv(x))` is one convolution with a bias: a plain
-    channels-last convolution (no LoRA, quantization, groups or
-    activation of its own) and a built channels-last batch norm, both in
-    `x`'s dtype."""
+    """Whether `norm(conv(x))` is one convolution with a bias: a built
+    plain channels-last convolution of a model inside `folding` (no LoRA,
+    quantization, groups or activation of its own) and a built
+    channels-last batch norm, both in `x`'s dtype."""
     dtype = keras.backend.standardize_dtype(x.dtype)
     return (
-        len(x.shape) == 4
+        conv.built
+        and len(x.shape) == 4
         and isinstance(conv.kernel, keras.Variable)  # not LoRA
         and id(conv.kernel) in _FOLDING
         and getattr(conv, "quantization_mode", None) is None
