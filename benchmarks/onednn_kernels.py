@@ -55,7 +55,7 @@ def _torch_child(steps: int, batch: int) -> None:
     import numpy as np
     import torch
 
-    from ninlayers.app._torch_peer import _network
+    from ninlayers.app._torch_peer import _network, train_epoch
     from ninlayers.app.benchmark import benchmark_images
 
     x, y, _ = benchmark_images(batch * steps)
@@ -65,13 +65,7 @@ def _torch_child(steps: int, batch: int) -> None:
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
 
     def run() -> None:
-        for i in range(0, len(x), batch):
-            optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = net(x[i : i + batch])
-                loss = torch.nn.functional.cross_entropy(logits, y[i : i + batch])
-            loss.backward()
-            optimizer.step()
+        train_epoch(net, optimizer, x, y, batch)
 
     run()
     print(_START, flush=True)

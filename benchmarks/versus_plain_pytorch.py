@@ -89,24 +89,17 @@ def _torch_child(data_path: str, batch: int, steps: int) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from ninlayers.app._torch_peer import _network
+    from ninlayers.app._torch_peer import _network, train_epoch
 
     data = np.load(data_path)
     x = torch.from_numpy(data["x"]).permute(0, 3, 1, 2)  # channels-last
     y = torch.from_numpy(data["y"].astype(np.int64))
     net = _network().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
-    net.train()
 
-    def run() -> float:
+    def run() -> float:  # `x` holds `steps` batches
         start = time.perf_counter()
-        for i in range(steps):
-            xs, ys = x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]
-            optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = torch.nn.functional.cross_entropy(net(xs), ys)
-            loss.backward()
-            optimizer.step()
+        train_epoch(net, optimizer, x[: batch * steps], y[: batch * steps], batch)
         return time.perf_counter() - start
 
     run()  # warm-up: oneDNN's primitives

@@ -64,6 +64,22 @@ def predict_all(net, x, batch_size: int = 32) -> None:
             torch.softmax(net(x[i : i + batch_size]).float(), -1).numpy()
 
 
+def train_epoch(net, optimizer, x, y, batch_size: int) -> None:
+    """Plain PyTorch's training: one pass over `x` (NCHW in channels-last
+    memory) and `y` in batches under bfloat16 autocast (the peer's `fit`;
+    benchmarks/ profile it too)."""
+    import torch
+
+    net.train()
+    for i in range(0, len(x), batch_size):
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = net(x[i : i + batch_size])
+            loss = torch.nn.functional.cross_entropy(logits, y[i : i + batch_size])
+        loss.backward()
+        optimizer.step()
+
+
 def main(argv: list[str]) -> None:
     import torch
 
@@ -75,21 +91,11 @@ def main(argv: list[str]) -> None:
     net = _network().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
 
-    def fit() -> None:
-        net.train()
-        for i in range(0, len(x), batch_size):
-            optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = net(x[i : i + batch_size])
-                loss = torch.nn.functional.cross_entropy(logits, y[i : i + batch_size])
-            loss.backward()
-            optimizer.step()
-
     def predict() -> None:
         net.eval()
         predict_all(net, x)
 
-    serve(fit, predict)
+    serve(lambda: train_epoch(net, optimizer, x, y, batch_size), predict)
 
 
 if __name__ == "__main__":
