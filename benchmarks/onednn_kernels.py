@@ -52,24 +52,13 @@ def _tensorflow_child(steps: int, batch: int) -> None:
 
 
 def _torch_child(steps: int, batch: int) -> None:
-    import numpy as np
-    import torch
-
-    from ninlayers.app._torch_peer import _network, train_epoch
+    from ninlayers.app._torch_peer import peer, train_epoch
     from ninlayers.app.benchmark import benchmark_images
 
-    x, y, _ = benchmark_images(batch * steps)
-    x = torch.from_numpy(x).permute(0, 3, 1, 2)  # NHWC memory: channels-last
-    y = torch.from_numpy(y.astype(np.int64))
-    net = _network().to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
-
-    def run() -> None:
-        train_epoch(net, optimizer, x, y, batch)
-
-    run()
+    x, y, net, optimizer = peer(*benchmark_images(batch * steps)[:2])
+    train_epoch(net, optimizer, x, y, batch)
     print(_START, flush=True)
-    run()
+    train_epoch(net, optimizer, x, y, batch)
     print(_END, flush=True)
 
 
@@ -136,6 +125,8 @@ def _medians(runs: list[dict]) -> dict:
 
 def format_result(result: dict) -> str:
     """Each side's info and primitives, then the convolutions they share."""
+    from ninlayers.app.benchmark import machine_line
+
     tf_side, pt_side = result["medians"]["tensorflow"], result["medians"]["torch"]
     lines = [machine_line(result["machine"])]
     for name, side in (("TensorFlow", tf_side), ("PyTorch", pt_side)):
@@ -159,12 +150,6 @@ def format_result(result: dict) -> str:
         f"  {'all of them':70s} {tf_sum:6.2f} / {pt_sum:6.2f} = {tf_sum / pt_sum:.2f}x"
     )
     return "\n".join(lines)
-
-
-def machine_line(description: dict) -> str:
-    from ninlayers.app.benchmark import machine_line as line
-
-    return line(description)
 
 
 if __name__ == "__main__":

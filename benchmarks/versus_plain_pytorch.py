@@ -86,20 +86,16 @@ TORCH_KINDS = {
 def _torch_child(data_path: str, batch: int, steps: int) -> dict:
     """The peer's training steps under PyTorch's profiler (self time of
     each op, by kind), then their wall time without it."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from ninlayers.app._torch_peer import _network, train_epoch
+    from ninlayers.app._torch_peer import peer, train_epoch
 
-    data = np.load(data_path)
-    x = torch.from_numpy(data["x"]).permute(0, 3, 1, 2)  # channels-last
-    y = torch.from_numpy(data["y"].astype(np.int64))
-    net = _network().to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    data = np.load(data_path)  # `steps` batches
+    x, y, net, optimizer = peer(data["x"], data["y"])
 
-    def run() -> float:  # `x` holds `steps` batches
+    def run() -> float:
         start = time.perf_counter()
-        train_epoch(net, optimizer, x[: batch * steps], y[: batch * steps], batch)
+        train_epoch(net, optimizer, x, y, batch)
         return time.perf_counter() - start
 
     run()  # warm-up: oneDNN's primitives

@@ -75,17 +75,18 @@ def _foldable(conv: keras.layers.Conv2D, norm: Any, x: Any) -> bool:
     plain channels-last convolution of a model inside `folding` (no LoRA,
     quantization, groups or activation of its own) and a built
     channels-last batch norm, both in `x`'s dtype."""
-    dtype = keras.backend.standardize_dtype(x.dtype)
     return (
         conv.built
-        and len(x.shape) == 4
         and isinstance(conv.kernel, keras.Variable)  # not LoRA
         and id(conv.kernel) in _FOLDING
+        and len(x.shape) == 4
         and getattr(conv, "quantization_mode", None) is None
         and conv.activation in (None, keras.activations.linear)
         and conv.groups == 1
         and conv.data_format == "channels_last"
-        and dtype == conv.compute_dtype == norm.compute_dtype
+        and keras.backend.standardize_dtype(x.dtype)
+        == conv.compute_dtype
+        == norm.compute_dtype
         and norm.built
         and norm.axis in (-1, 3)
         and not norm.renorm

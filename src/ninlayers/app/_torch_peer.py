@@ -80,16 +80,23 @@ def train_epoch(net, optimizer, x, y, batch_size: int) -> None:
         optimizer.step()
 
 
-def main(argv: list[str]) -> None:
+def peer(x: np.ndarray, y: np.ndarray) -> tuple:
+    """The peer ready to train: `x` (NHWC float32) as PyTorch's
+    channels-last NCHW, `y` as int64, the network in channels-last memory
+    and its Adam (1e-3); what `train_epoch` takes."""
     import torch
 
-    data = np.load(argv[0])
-    batch_size = int(argv[1])
-    # NHWC in memory, seen as NCHW: PyTorch's channels-last format.
-    x = torch.from_numpy(data["x"]).permute(0, 3, 1, 2)
-    y = torch.from_numpy(data["y"].astype(np.int64))
     net = _network().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    # NHWC in memory, seen as NCHW: PyTorch's channels-last format.
+    images = torch.from_numpy(x).permute(0, 3, 1, 2)
+    return images, torch.from_numpy(y.astype(np.int64)), net, optimizer
+
+
+def main(argv: list[str]) -> None:
+    data = np.load(argv[0])
+    batch_size = int(argv[1])
+    x, y, net, optimizer = peer(data["x"], data["y"])
 
     def predict() -> None:
         net.eval()
